@@ -1,0 +1,223 @@
+"""The command line: parse options, call one pipeline verb, print, exit with the contract's code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from notify import __version__, pipeline
+from notify.errors import (
+    EXIT_OK,
+    EXIT_UNDELIVERED,
+    EXIT_USAGE,
+    ConfirmationError,
+    NotifyError,
+)
+from notify.models import Outcome, State
+from notify.workspace import Workspace
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_INTERRUPTED = 130
+MAX_LISTED_UNDELIVERED = 20
+
+
+def workspace_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--workspace",
+        "workspace_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="NOTIFY_WORKSPACE",
+        default=".",
+        show_default="current folder, or NOTIFY_WORKSPACE",
+        help="The workspace folder (incidents/, templates/, data/, .env).",
+    )(command)
+
+
+def incident_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--incident", "incident_id", required=True, help="The incident id: incidents/<ID>.toml."
+    )(command)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="notify")
+def cli() -> None:
+    """Tell every customer hit by an incident, personally, correctly, once, and fast."""
+
+
+@cli.command()
+@incident_option
+@workspace_option
+def check(incident_id: str, workspace_dir: Path) -> None:
+    """Load, clean and render every message; send nothing; print the numbers."""
+    workspace = Workspace.open(workspace_dir)
+    report = pipeline.check(workspace, incident_id, os.environ)
+    _print_check(report)
+    pipeline.require_ok(report)
+    click.echo(f"\nAll good. Next: notify send --incident {incident_id} --dry-run")
+
+
+@cli.command()
+@incident_option
+@workspace_option
+@click.option("--dry-run", is_flag=True, help="Write previews to a folder; send nothing.")
+@click.option(
+    "--preview-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where --dry-run writes previews.  [default: previews/incident-<ID>/]",
+)
+@click.option("--yes", is_flag=True, help="Send without asking for confirmation.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients this run.")
+@click.option("--to", "test_address", metavar="ADDRESS", help="Test send: deliver to ADDRESS only.")
+def send(
+    incident_id: str,
+    workspace_dir: Path,
+    dry_run: bool,
+    preview_dir: Path | None,
+    yes: bool,
+    limit: int | None,
+    test_address: str | None,
+) -> None:
+    """Check, confirm, then send to everyone not yet sent to (re-running is safe)."""
+    workspace = Workspace.open(workspace_dir)
+    if dry_run:
+        result = pipeline.preview(
+            workspace, incident_id, os.environ, folder=preview_dir, limit=limit
+        )
+        assert result.preview_dir is not None
+        click.echo(f"Wrote {result.summary.attempted} preview(s) to {result.preview_dir}/")
+        click.echo(f"Open {result.preview_dir / 'index.html'} to browse them.")
+        click.echo(f"Next: notify send --incident {incident_id} --to you@your.domain (a test send)")
+        return
+    if test_address:
+        result = pipeline.test_send(
+            workspace, incident_id, os.environ, address=test_address, limit=limit or 1
+        )
+        s = result.summary
+        click.echo(
+            f"Test send: {s.accepted} of {s.attempted} message(s) accepted for {test_address}."
+        )
+        click.echo("No customer was marked as sent.")
+        sys.exit(EXIT_OK if s.accepted == s.attempted else EXIT_UNDELIVERED)
+    plan = pipeline.plan_send(workspace, incident_id, os.environ, limit=limit)
+    _print_check(plan.report)
+    if not plan.to_send:
+        click.echo("\nNothing to send: everyone has been sent to already.")
+        return
+    _confirm(plan, yes)
+    _send_with_progress(plan)
+
+
+@cli.command()
+@incident_option
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(incident_id: str, workspace_dir: Path, as_json: bool) -> None:
+    """Counts by state, and what is due next."""
+    report = pipeline.status(Workspace.open(workspace_dir), incident_id, os.environ)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    click.echo(f"Incident {incident_id}")
+    labels = {State.SENDING: "in doubt"}
+    for state, count in report.counts.items():
+        click.echo(f"  {labels.get(state, state.value):<10} {count:>8}")
+    click.echo(f"Next: {report.due}")
+
+
+def _print_check(report: pipeline.CheckReport) -> None:
+    incident = report.incident
+    cleaned = incident.cleaned
+    click.echo(f"Incident {incident.incident_id}: {incident.manifest.title}")
+    click.echo(f"  rows read            {cleaned.rows_read:>8}")
+    click.echo(f"  rejected             {len(cleaned.rejects):>8}")
+    for reason, count in sorted(report.rejected_by_reason.items()):
+        click.echo(f"    {reason:<18} {count:>8}")
+    click.echo(f"  duplicates merged    {cleaned.duplicates_merged:>8}")
+    click.echo(f"  look-alikes          {len(cleaned.lookalikes):>8}")
+    click.echo(f"  recipients           {len(cleaned.recipients):>8}")
+    click.echo(f"  suppressed           {report.suppressed:>8}")
+    click.echo(f"  already sent         {report.already_sent:>8}")
+    workspace = incident.workspace
+    if cleaned.rejects:
+        click.echo(f"Rejected rows: {workspace.relative(report.rejects_file)}")
+    if cleaned.lookalikes:
+        click.echo(f"Look-alikes to review: {workspace.relative(report.lookalikes_file)}")
+
+
+def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:
+    incident = plan.incident
+    settings = incident.settings
+    question = (
+        f"\nSend {len(plan.to_send)} message(s) for incident {incident.incident_id} "
+        f"({incident.manifest.title!r}) via {settings.smtp_where()} ({settings.smtp_security})"
+        + (f", {plan.in_doubt} of them in doubt from an earlier run" if plan.in_doubt else "")
+        + "?"
+    )
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfirmationError(
+            "sending needs a yes and there is no terminal to ask; run again with --yes"
+        )
+    if not click.confirm(question, default=False):
+        click.echo("Nothing sent.")
+        sys.exit(EXIT_OK)
+
+
+def _send_with_progress(plan: pipeline.SendPlan) -> None:
+    counts = {State.ACCEPTED: 0, State.DEFERRED: 0, State.REFUSED: 0}
+    with click.progressbar(
+        length=len(plan.to_send), label="Sending", file=sys.stderr, show_pos=True
+    ) as bar:
+
+        def on_outcome(outcome: Outcome) -> None:
+            counts[outcome.state] = counts.get(outcome.state, 0) + 1
+            bar.update(1)
+
+        try:
+            result = pipeline.send(plan, on_outcome=on_outcome)
+        except NotifyError as exc:
+            exc.args = (
+                f"{exc} (stopped after {counts[State.ACCEPTED]} accepted; "
+                "run the same command again to continue)",
+            )
+            raise
+    s = result.summary
+    click.echo(f"Sent: {s.accepted} accepted, {s.deferred} deferred, {s.refused} refused.")
+    if not result.undelivered:
+        return
+    click.echo(f"{len(result.undelivered)} recipient(s) not delivered:")
+    for row in result.undelivered[:MAX_LISTED_UNDELIVERED]:
+        click.echo(f"  row {row['first_row']}: {row['email']}: {row['state']} {row['reply'] or ''}")
+    if len(result.undelivered) > MAX_LISTED_UNDELIVERED:
+        click.echo(f"  ... and {len(result.undelivered) - MAX_LISTED_UNDELIVERED} more")
+    click.echo(
+        f"Deferred ones are retried by running: notify send --incident {plan.incident.incident_id}"
+    )
+    sys.exit(EXIT_UNDELIVERED)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI; every expected failure is one 'Error: ...' line and the contract's code."""
+    try:
+        cli.main(args=argv, prog_name="notify", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("\nInterrupted; run the same command again to continue.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except NotifyError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted; run the same command again to continue.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_OK)

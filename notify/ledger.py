@@ -1,0 +1,278 @@
+"""The delivery ledger: every recipient's state, written as it happens, kill -9 safe.
+
+SQLite (WAL) by default, any SQLAlchemy URL otherwise, through one code path. A batch
+is marked SENDING in one transaction before it goes and its outcomes are written in
+another after, so a crash leaves at most that batch "in doubt"; the next run re-sends
+those with the same Message-ID and nothing that was recorded as accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from notify.errors import LedgerError
+from notify.models import Outcome, State
+
+metadata = sa.MetaData()
+
+migrations_table = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+recipients_table = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("incident_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(320), primary_key=True),  # the normalised address
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False, index=True),  # VERP / Message-ID token
+    sa.Column("message_id", sa.String(400), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("code", sa.Integer),
+    sa.Column("reply", sa.Text),
+    sa.Column("first_row", sa.Integer),
+    sa.Column("source", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+events_table = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(320), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("code", sa.Integer),
+    sa.Column("reply", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("events_by_recipient", "incident_id", "key"),
+)
+
+# version -> (name, tables it creates); a later version adds its own tables or columns.
+MIGRATIONS: dict[int, tuple[str, list[sa.Table]]] = {
+    1: ("recipients, events", [recipients_table, events_table]),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A recipient the ledger should know about before anything is sent."""
+
+    key: str
+    email: str
+    token: str
+    message_id: str
+    first_row: int
+    source: str
+
+
+class Ledger:
+    """One incident-agnostic ledger; every method names the incident it touches."""
+
+    def __init__(self, engine: Engine, *, where: str) -> None:
+        self.engine = engine
+        self.where = where
+
+    @classmethod
+    def open(cls, location: str | Path) -> Ledger:
+        """A file path or SQLAlchemy URL; the schema is brought up to date on first use."""
+        url = _url(location)
+        where = url.render_as_string(hide_password=True)
+        try:
+            engine = sa.create_engine(url)
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            ledger = cls(engine, where=where)
+            ledger.migrate()
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot open the ledger at {where} ({_reason(exc)}); check NOTIFY_LEDGER"
+            ) from exc
+        return ledger
+
+    def migrate(self) -> int:
+        """Apply every migration not yet recorded in the database; returns the version."""
+        with self.engine.begin() as connection:
+            migrations_table.create(connection, checkfirst=True)
+            applied = set(connection.scalars(sa.select(migrations_table.c.version)))
+            for version, (name, tables) in sorted(MIGRATIONS.items()):
+                if version in applied:
+                    continue
+                for table in tables:
+                    table.create(connection, checkfirst=True)
+                connection.execute(
+                    migrations_table.insert().values(version=version, name=name, applied_at=_now())
+                )
+        return SCHEMA_VERSION
+
+    def register(self, incident_id: str, registrations: Sequence[Registration]) -> None:
+        """Add recipients not yet known as PENDING; known ones keep their state."""
+        now = _now()
+        rows = [
+            {
+                "incident_id": incident_id,
+                "key": r.key,
+                "email": r.email,
+                "token": r.token,
+                "message_id": r.message_id,
+                "state": State.PENDING.value,
+                "attempts": 0,
+                "first_row": r.first_row,
+                "source": r.source,
+                "updated_at": now,
+            }
+            for r in registrations
+        ]
+        if rows:
+            statement = self._insert(recipients_table).on_conflict_do_nothing()
+            self._write(lambda c: c.execute(statement, rows))
+
+    def states(self, incident_id: str) -> dict[str, State]:
+        """Every known recipient's state for one incident."""
+        query = sa.select(recipients_table.c.key, recipients_table.c.state).where(
+            recipients_table.c.incident_id == incident_id
+        )
+        with self.engine.connect() as connection:
+            return {key: State(state) for key, state in connection.execute(query)}
+
+    def counts(self, incident_id: str) -> dict[State, int]:
+        """How many recipients are in each state."""
+        query = (
+            sa.select(recipients_table.c.state, sa.func.count())
+            .where(recipients_table.c.incident_id == incident_id)
+            .group_by(recipients_table.c.state)
+        )
+        with self.engine.connect() as connection:
+            found = {State(state): count for state, count in connection.execute(query)}
+        return {state: found.get(state, 0) for state in State}
+
+    def undelivered(self, incident_id: str) -> list[dict[str, object]]:
+        """Recipients not accepted, with the last reply, for summaries and reports."""
+        table = recipients_table
+        query = (
+            sa.select(table.c.email, table.c.state, table.c.code, table.c.reply, table.c.first_row)
+            .where(table.c.incident_id == incident_id, table.c.state != State.ACCEPTED.value)
+            .order_by(table.c.first_row)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def begin(self, incident_id: str, keys: Iterable[str]) -> None:
+        """Mark a batch SENDING before it goes: after a crash these are the ones in doubt."""
+        self._set_state(incident_id, list(keys), State.SENDING, count_attempt=True)
+
+    def release(self, incident_id: str, keys: Iterable[str]) -> None:
+        """Put back to PENDING what was marked SENDING but certainly never handed over."""
+        self._set_state(incident_id, list(keys), State.PENDING, count_attempt=False)
+
+    def record(self, incident_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes and their history in one transaction."""
+        if not outcomes:
+            return
+        now = _now()
+        table = recipients_table
+        update = (
+            table.update()
+            .where(table.c.incident_id == incident_id, table.c.key == sa.bindparam("k"))
+            .values(
+                state=sa.bindparam("s"),
+                code=sa.bindparam("c"),
+                reply=sa.bindparam("r"),
+                updated_at=now,
+            )
+        )
+        params = [{"k": o.key, "s": o.state.value, "c": o.code, "r": o.reply} for o in outcomes]
+        events = [
+            {
+                "incident_id": incident_id,
+                "key": o.key,
+                "state": o.state.value,
+                "code": o.code,
+                "reply": o.reply,
+                "at": now,
+            }
+            for o in outcomes
+        ]
+
+        def write(connection: sa.Connection) -> None:
+            connection.execute(update, params)
+            connection.execute(events_table.insert(), events)
+
+        self._write(write)
+
+    def _set_state(
+        self, incident_id: str, keys: list[str], state: State, *, count_attempt: bool
+    ) -> None:
+        if not keys:
+            return
+        table = recipients_table
+        values: dict[str, object] = {"state": state.value, "updated_at": _now()}
+        if count_attempt:
+            values["attempts"] = table.c.attempts + 1
+        statement = (
+            table.update()
+            .where(table.c.incident_id == incident_id, table.c.key.in_(keys))
+            .values(**values)
+        )
+        self._write(lambda c: c.execute(statement))
+
+    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _write(self, action: object) -> None:
+        try:
+            with self.engine.begin() as connection:
+                action(connection)  # type: ignore[operator]
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot write the ledger at {self.where} ({_reason(exc)}); "
+                "nothing more is sent; check the disk or NOTIFY_LEDGER, then run again"
+            ) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _url(location: str | Path) -> sa.URL:
+    text = str(location)
+    if "://" in text:
+        try:
+            return sa.make_url(text)
+        except sa.exc.ArgumentError as exc:
+            raise LedgerError(f"NOTIFY_LEDGER={text!r} is not a database URL or path") from exc
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return sa.URL.create("sqlite+pysqlite", database=str(path))
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    """WAL keeps readers off the writer's back; NORMAL sync survives a killed process."""
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original or exc).splitlines()[0]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,303 @@
+"""The verbs the CLI calls: check, preview, send, test send, status.
+
+Each verb loads and checks the whole incident first (Promise 1), then does one thing.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notify.cleaning import clean
+from notify.compose import Composer, Outgoing, parse_sender, recipient_token
+from notify.delivery import NoRecord, deliver
+from notify.errors import ManifestError, RenderError
+from notify.ledger import Ledger, Registration
+from notify.manifest import Manifest, load_manifest
+from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
+from notify.previews import PreviewWriter
+from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
+from notify.settings import Settings, load_settings
+from notify.sources import load_sources
+from notify.transports import RedirectTransport, SmtpTransport, Transport
+from notify.workspace import Workspace
+
+RESENDABLE = (State.PENDING, State.SENDING, State.DEFERRED)  # what a re-run sends again
+
+
+@dataclass
+class Incident:
+    """An incident loaded, cleaned and ready to render: everything a verb needs."""
+
+    workspace: Workspace
+    settings: Settings
+    manifest: Manifest
+    cleaned: CleanResult
+    templates: Templates
+    composer: Composer
+    context: dict[str, Any]
+
+    @property
+    def incident_id(self) -> str:
+        return self.manifest.incident_id
+
+    def outgoing(self, recipients: list[Recipient]) -> Iterator[Outgoing]:
+        """Render and build lazily, so a million messages never sit in memory at once."""
+        for recipient in recipients:
+            yield self.composer.compose(render(self.templates, recipient, self.context))
+
+    def open_ledger(self) -> Ledger:
+        return Ledger.open(self.settings.ledger or self.workspace.default_ledger)
+
+    def ledger_exists(self) -> bool:
+        return bool(self.settings.ledger) or self.workspace.default_ledger.exists()
+
+
+@dataclass
+class CheckReport:
+    """The numbers `notify check` prints, and what would stop a send."""
+
+    incident: Incident
+    rejected_by_reason: dict[str, int]
+    already_sent: int
+    suppressed: int
+    problems: list[str]
+    rejects_file: Path
+    lookalikes_file: Path
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class SendPlan:
+    """Who a send would reach, shown to the operator before anything leaves."""
+
+    report: CheckReport
+    to_send: list[Recipient]
+    in_doubt: int
+
+    @property
+    def incident(self) -> Incident:
+        return self.report.incident
+
+
+@dataclass
+class SendResult:
+    """What a send did, and who is still not delivered."""
+
+    summary: RunSummary
+    undelivered: list[dict[str, object]] = field(default_factory=list)
+    preview_dir: Path | None = None
+
+
+def load_incident(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> Incident:
+    """Settings, manifest, templates and data, all validated, or one clear error."""
+    settings = load_settings(workspace, environ)
+    manifest = load_manifest(workspace, incident_id)
+    where = workspace.relative(manifest.path)
+    sender_text = manifest.sender or settings.default_from
+    if not sender_text:
+        raise ManifestError(f'{where}: no from = "Name <address>" and no NOTIFY_FROM in .env')
+    sender = parse_sender(sender_text, where=where)
+    reply_to = parse_sender(manifest.reply_to, where=where) if manifest.reply_to else None
+    templates = load_templates(
+        workspace.template_dir(manifest.template), label=f"templates/{manifest.template}"
+    )
+    frame = load_sources(
+        manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
+    )
+    cleaned = clean(frame, columns=manifest.columns, items=manifest.items, where=where)
+    composer = Composer(
+        incident_id=incident_id, sender=sender, reply_to=reply_to, return_path=settings.return_path
+    )
+    context = incident_context(incident_id, manifest.title, manifest.facts)
+    return Incident(workspace, settings, manifest, cleaned, templates, composer, context)
+
+
+def check(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> CheckReport:
+    """Load, clean and render every message; send nothing; write rejects and look-alikes."""
+    incident = load_incident(workspace, incident_id, environ)
+    problems = _render_problems(incident)
+    if not incident.cleaned.recipients:
+        problems.insert(0, "no valid recipient in the export; see the rejects file")
+    states = incident.open_ledger().states(incident_id) if incident.ledger_exists() else {}
+    folder = workspace.incident_dir(incident_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
+    _write_rejects(incident.cleaned, rejects_file)
+    _write_lookalikes(incident.cleaned, lookalikes_file)
+    return CheckReport(
+        incident=incident,
+        rejected_by_reason=dict(Counter(r.reason.split(":")[0] for r in incident.cleaned.rejects)),
+        already_sent=sum(1 for s in states.values() if s is State.ACCEPTED),
+        suppressed=0,
+        problems=problems,
+        rejects_file=rejects_file,
+        lookalikes_file=lookalikes_file,
+    )
+
+
+def require_ok(report: CheckReport) -> None:
+    """Promise 1: stop here unless every message rendered."""
+    if report.problems:
+        raise summarise_problems(report.problems)
+
+
+def preview(
+    workspace: Workspace,
+    incident_id: str,
+    environ: Mapping[str, str],
+    *,
+    folder: Path | None = None,
+    limit: int | None = None,
+) -> SendResult:
+    """Write what would be sent to a folder; no network, no ledger."""
+    report = check(workspace, incident_id, environ)
+    require_ok(report)
+    incident = report.incident
+    target = folder or workspace.default_preview_dir(incident_id)
+    recipients = incident.cleaned.recipients[:limit]
+    summary = deliver(incident.outgoing(recipients), PreviewWriter(target), NoRecord())
+    return SendResult(summary, preview_dir=target)
+
+
+def plan_send(
+    workspace: Workspace, incident_id: str, environ: Mapping[str, str], *, limit: int | None = None
+) -> SendPlan:
+    """Check, then register every recipient in the ledger and pick who is still owed a message."""
+    report = check(workspace, incident_id, environ)
+    require_ok(report)
+    incident = report.incident
+    SmtpTransport(incident.settings)  # validates the SMTP settings before asking anyone
+    ledger = incident.open_ledger()
+    ledger.register(incident_id, [_registration(incident, r) for r in incident.cleaned.recipients])
+    states = ledger.states(incident_id)
+    to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
+    in_doubt = sum(1 for r in to_send if states.get(r.key) is State.SENDING)
+    return SendPlan(report, to_send[:limit], in_doubt)
+
+
+def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None) -> SendResult:
+    """Deliver the plan over SMTP, recording every outcome in the ledger as it happens."""
+    incident = plan.incident
+    ledger = incident.open_ledger()
+    summary = deliver(
+        incident.outgoing(plan.to_send),
+        SmtpTransport(incident.settings),
+        _LedgerRecorder(ledger, incident.incident_id),
+        on_outcome=on_outcome,
+    )
+    return SendResult(summary, undelivered=ledger.undelivered(incident.incident_id))
+
+
+def test_send(
+    workspace: Workspace,
+    incident_id: str,
+    environ: Mapping[str, str],
+    *,
+    address: str,
+    limit: int = 1,
+) -> SendResult:
+    """Real recipients' messages, delivered to the operator's address; nobody marked as sent."""
+    report = check(workspace, incident_id, environ)
+    require_ok(report)
+    incident = report.incident
+    transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
+    summary = deliver(incident.outgoing(incident.cleaned.recipients[:limit]), transport, NoRecord())
+    return SendResult(summary)
+
+
+@dataclass
+class StatusReport:
+    """Counts by state and the next thing to do."""
+
+    incident_id: str
+    counts: dict[State, int]
+    due: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "incident": self.incident_id,
+            "counts": {state.value: n for state, n in self.counts.items()},
+            "total": sum(self.counts.values()),
+            "due": self.due,
+        }
+
+
+def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> StatusReport:
+    """Read the ledger only: cheap enough to run every few seconds."""
+    load_manifest(workspace, incident_id)  # a typo in the id should say so, not print zeros
+    settings = load_settings(workspace, environ)
+    location = settings.ledger or workspace.default_ledger
+    if not settings.ledger and not workspace.default_ledger.exists():
+        counts = dict.fromkeys(State, 0)
+    else:
+        counts = Ledger.open(location).counts(incident_id)
+    owed = sum(counts[s] for s in RESENDABLE)
+    if owed:
+        due = f"{owed} not yet accepted: run notify send --incident {incident_id}"
+    elif sum(counts.values()) == 0:
+        due = f"nothing sent yet: run notify check --incident {incident_id}"
+    else:
+        due = "nothing is due"
+    return StatusReport(incident_id, counts, due)
+
+
+class _LedgerRecorder:
+    """Binds the ledger to one incident for delivery."""
+
+    def __init__(self, ledger: Ledger, incident_id: str) -> None:
+        self.ledger, self.incident_id = ledger, incident_id
+
+    def begin(self, keys: Any) -> None:
+        self.ledger.begin(self.incident_id, keys)
+
+    def release(self, keys: Any) -> None:
+        self.ledger.release(self.incident_id, keys)
+
+    def record(self, outcomes: Any) -> None:
+        self.ledger.record(self.incident_id, outcomes)
+
+
+def _registration(incident: Incident, recipient: Recipient) -> Registration:
+    return Registration(
+        key=recipient.key,
+        email=recipient.email,
+        token=recipient_token(incident.incident_id, recipient.key),
+        message_id=incident.composer.message_id(recipient.key),
+        first_row=recipient.first_row,
+        source=recipient.source,
+    )
+
+
+def _render_problems(incident: Incident) -> list[str]:
+    """Render and build every message once, collecting every failure instead of stopping."""
+    problems = []
+    for recipient in incident.cleaned.recipients:
+        try:
+            incident.composer.compose(render(incident.templates, recipient, incident.context))
+        except RenderError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _write_rejects(cleaned: CleanResult, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["source", "row", "column", "value", "reason"])
+        for r in cleaned.rejects:
+            writer.writerow([r.source, r.row, r.column, r.value, r.reason])
+
+
+def _write_lookalikes(cleaned: CleanResult, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["first", "second", "reason"])
+        for pair in cleaned.lookalikes:
+            writer.writerow([pair.first, pair.second, pair.reason])

@@ -1,0 +1,111 @@
+"""Render each recipient's subject and bodies from the incident's Jinja templates.
+
+StrictUndefined makes a field a recipient lacks an error instead of an empty hole, and
+every error names the recipient and its source row, so a bad row is found before sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+
+from notify.errors import RenderError, WorkspaceError
+from notify.models import Recipient, Rendered
+
+SUBJECT, TEXT, HTML = "subject.j2", "body.txt.j2", "body.html.j2"
+MAX_LISTED_PROBLEMS = 10
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The compiled templates of one folder; HTML is optional."""
+
+    folder: Path
+    subject: jinja2.Template
+    text: jinja2.Template
+    html: jinja2.Template | None
+
+
+def load_templates(folder: Path, *, label: str) -> Templates:
+    """Compile the folder's templates now, so a syntax error stops the run at once."""
+    if not folder.is_dir():
+        known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
+        hint = f"known templates: {', '.join(known)}" if known else "create it"
+        raise WorkspaceError(f"template folder {label} not found; {hint}, or fix template =")
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "html")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    for required in (SUBJECT, TEXT):
+        if not (folder / required).is_file():
+            raise WorkspaceError(f"{label}/{required} is missing; every template needs one")
+    try:
+        html = environment.get_template(HTML) if (folder / HTML).is_file() else None
+        return Templates(
+            folder, environment.get_template(SUBJECT), environment.get_template(TEXT), html
+        )
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(
+            f"{label}/{exc.name} line {exc.lineno}: {exc.message}; fix the template"
+        ) from exc
+
+
+def incident_context(incident_id: str, title: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """What templates see as `incident`: id, title, the facts, and the facts at top level."""
+    return {**facts, "id": incident_id, "title": title, "facts": facts}
+
+
+def render(templates: Templates, recipient: Recipient, incident: dict[str, Any]) -> Rendered:
+    """One recipient's texts; raises RenderError naming the recipient and source row."""
+    context = {"customer": recipient.fields, "items": recipient.items, "incident": incident}
+    try:
+        subject = templates.subject.render(context)
+        text = templates.text.render(context)
+        html = templates.html.render(context) if templates.html else None
+    except jinja2.UndefinedError as exc:
+        raise RenderError(
+            f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; "
+            "map the column in [columns] or give the template a | default(...)"
+        ) from exc
+    except Exception as exc:  # any template runtime error (a filter on a bad value, ...)
+        raise RenderError(
+            f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc}; "
+            "fix the value in the export or the template"
+        ) from exc
+    return Rendered(recipient, subject.strip(), text, html)
+
+
+def render_each(
+    templates: Templates, recipients: Iterable[Recipient], incident: dict[str, Any]
+) -> Iterator[Rendered]:
+    """Render lazily, for a send that streams instead of holding every message."""
+    for recipient in recipients:
+        yield render(templates, recipient, incident)
+
+
+def summarise_problems(problems: list[str]) -> RenderError:
+    """One error that lists the first problems and counts the rest."""
+    listed = problems[:MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(listed)
+    head = f"{len(problems)} message(s) cannot be rendered; nothing was sent. First: {listed[0]}"
+    return RenderError(head + (f" (and {more} more)" if more else ""), problems=problems)
+
+
+def _template_place(traceback: TracebackType | None) -> str:
+    """'body.txt.j2 line 7: ' from the traceback frames Jinja maps to template lines."""
+    place = ""
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            place = f"{Path(filename).name} line {traceback.tb_lineno}: "
+        traceback = traceback.tb_next
+    return place

@@ -1,0 +1,122 @@
+"""One validated, immutable Settings object, built at the edge from .env and the environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dotenv import dotenv_values
+
+from notify.errors import SettingsError
+from notify.workspace import Workspace
+
+SECURITY_MODES = ("starttls", "tls", "none")
+_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+DEFAULT_RESEND_SCHEDULE = "1h,4h,12h,24h,48h,48h"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the environment decides; the password is kept out of repr()."""
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    default_from: str | None = None
+    ledger: str | None = None  # a SQLAlchemy URL or a file path; None: .notify/ledger.sqlite3
+    rate: float | None = None  # messages per second, all connections together
+    connections: int = 4
+    return_path: str | None = None
+    resend_schedule: tuple[float, ...] = ()
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_user: str | None = None
+    imap_password: str | None = field(default=None, repr=False)
+    imap_folder: str = "INBOX"
+
+    def smtp_where(self) -> str:
+        return f"{self.smtp_host}:{self.smtp_port}"
+
+
+def read_environment(workspace: Workspace, environ: Mapping[str, str]) -> dict[str, str]:
+    """The workspace's .env with the real environment on top: the environment wins."""
+    merged: dict[str, str] = {}
+    if workspace.env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(workspace.env_file).items() if v is not None})
+    merged.update(environ)
+    return merged
+
+
+def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
+    """Validate every NOTIFY_* setting now, so a typo stops the run before anything is sent."""
+    env = read_environment(workspace, environ)
+
+    def text(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    security = (text("NOTIFY_SMTP_SECURITY") or "starttls").lower()
+    if security not in SECURITY_MODES:
+        raise SettingsError(
+            f"NOTIFY_SMTP_SECURITY={security!r} is not one of starttls, tls, none; fix it in .env"
+        )
+    return Settings(
+        smtp_host=text("NOTIFY_SMTP_HOST"),
+        smtp_port=_integer(env, "NOTIFY_SMTP_PORT", _DEFAULT_PORTS[security], 1, 65535),
+        smtp_security=security,
+        smtp_user=text("NOTIFY_SMTP_USER"),
+        smtp_password=env.get("NOTIFY_SMTP_PASSWORD") or None,
+        default_from=text("NOTIFY_FROM"),
+        ledger=text("NOTIFY_LEDGER"),
+        rate=_rate(env),
+        connections=_integer(env, "NOTIFY_CONNECTIONS", 4, 1, 64),
+        return_path=text("NOTIFY_RETURN_PATH"),
+        resend_schedule=parse_schedule(
+            text("NOTIFY_RESEND_SCHEDULE") or DEFAULT_RESEND_SCHEDULE, "NOTIFY_RESEND_SCHEDULE"
+        ),
+        imap_host=text("NOTIFY_IMAP_HOST"),
+        imap_port=_integer(env, "NOTIFY_IMAP_PORT", 993, 1, 65535),
+        imap_user=text("NOTIFY_IMAP_USER"),
+        imap_password=env.get("NOTIFY_IMAP_PASSWORD") or None,
+        imap_folder=text("NOTIFY_IMAP_FOLDER") or "INBOX",
+    )
+
+
+def parse_schedule(value: str, name: str) -> tuple[float, ...]:
+    """'1h,4h,12h' -> seconds; each step is the wait before the next re-send."""
+    steps = []
+    for part in value.split(","):
+        match = _DURATION.match(part)
+        if not match:
+            raise SettingsError(
+                f"{name}: {part.strip()!r} is not a duration like 30m, 4h or 2d; fix it in .env"
+            )
+        steps.append(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return tuple(steps)
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(f"{name}={raw!r} must be a whole number from {low} to {high}; fix .env")
+    return int(raw)
+
+
+def _rate(env: Mapping[str, str]) -> float | None:
+    raw = env.get("NOTIFY_RATE", "").strip()
+    if not raw:
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if rate <= 0:
+        raise SettingsError(f"NOTIFY_RATE={raw!r} must be a positive number of messages per second")
+    return rate

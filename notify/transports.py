@@ -1,0 +1,226 @@
+"""Where messages go: a relay over SMTP, a preview folder, or a test address.
+
+Every transport has the same three methods, so delivery never asks which one it holds.
+SMTP errors are translated here, once, into Outcomes or DeliveryErrors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import smtplib
+import socket
+import ssl
+from typing import Protocol
+
+from notify.compose import Outgoing
+from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
+from notify.models import Outcome, State
+from notify.settings import Settings
+
+TIMEOUT_SECONDS = 60
+
+
+class Transport(Protocol):
+    """Something that takes messages one at a time and says what became of each."""
+
+    def open(self) -> None:
+        """Check the way out works (connect, log in) before the first message."""
+
+    def send(self, message: Outgoing) -> Outcome:
+        """Hand over one message; raise DeliveryError only when no message can go."""
+
+    def close(self) -> None:
+        """Let go of connections and files."""
+
+
+class SmtpTransport:
+    """One reused SMTP connection to the relay, re-opened when the relay drops it."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_host:
+            raise SettingsError(
+                "NOTIFY_SMTP_HOST is not set; put NOTIFY_SMTP_HOST=smtp.example.com in .env"
+            )
+        self.settings = settings
+        self.host: str = settings.smtp_host
+        self.port = settings.smtp_port
+        self.connections_opened = 0
+        self._connection: smtplib.SMTP | None = None
+        if settings.smtp_password and settings.smtp_security == "none" and not _loopback(self.host):
+            raise SettingsError(
+                f"refusing to send the SMTP password unencrypted to {self.host}; "
+                "set NOTIFY_SMTP_SECURITY=starttls or tls"
+            )
+
+    def open(self) -> None:
+        self._connect()
+
+    def send(self, message: Outgoing) -> Outcome:
+        connection = self._connection or self._connect()
+        try:
+            code, reply = connection.mail(message.envelope_from, self._mail_options(message))
+            if code != 250:
+                return self._sender_refused(message, code, reply)
+            code, reply = connection.rcpt(message.to)
+            if code in (250, 251):
+                code, reply = connection.data(message.data)
+        except smtplib.SMTPResponseException as exc:  # DATA itself refused (no 354)
+            code, reply = exc.smtp_code, exc.smtp_error
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            return Outcome(message.key, State.DEFERRED, None, f"connection lost: {exc}")
+        return self._outcome(message, code, reply)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._connection.quit()
+            self._drop()
+
+    def _mail_options(self, message: Outgoing) -> list[str]:
+        options = (
+            ["BODY=8BITMIME"] if self._connection and self._connection.has_extn("8bitmime") else []
+        )
+        if not message.to.isascii() or not message.envelope_from.isascii():
+            options.append("SMTPUTF8")
+        return options
+
+    def _outcome(self, message: Outgoing, code: int, reply: bytes) -> Outcome:
+        text = reply.decode("utf-8", "replace")
+        if code == 250:
+            return Outcome(message.key, State.ACCEPTED, code, text)
+        if code == 421 or code < 0:
+            self._drop()
+        else:
+            self._reset()
+        state = State.REFUSED if 500 <= code < 600 else State.DEFERRED
+        return Outcome(message.key, state, code, text)
+
+    def _sender_refused(self, message: Outgoing, code: int, reply: bytes) -> Outcome:
+        text = reply.decode("utf-8", "replace")
+        if 500 <= code < 600:
+            raise SenderRefusedError(
+                f"{self.host}:{self.port} refused the sender {message.envelope_from} "
+                f"({code} {text}); check from = in the manifest or NOTIFY_RETURN_PATH",
+                host=self.host,
+                port=self.port,
+            )
+        return self._outcome(message, code, reply)
+
+    def _reset(self) -> None:
+        try:
+            if self._connection is not None:
+                self._connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):
+                self._connection.close()
+        self._connection = None
+
+    def _connect(self) -> smtplib.SMTP:
+        """Open, secure and log in, translating every failure into one clear line."""
+        where = f"{self.host}:{self.port}"
+        context = ssl.create_default_context()
+        try:
+            connection = self._open_socket(context)
+            if self.settings.smtp_user:
+                connection.login(self.settings.smtp_user, self.settings.smtp_password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise AuthError(
+                f"{where} refused the login for {self.settings.smtp_user} "
+                f"({exc.smtp_code} {_text(exc.smtp_error)}); "
+                "check NOTIFY_SMTP_USER and NOTIFY_SMTP_PASSWORD in .env",
+                host=self.host,
+                port=self.port,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(
+                f"TLS with {where} failed ({exc.reason or exc}); check NOTIFY_SMTP_SECURITY "
+                "and that the relay's certificate is valid for NOTIFY_SMTP_HOST",
+                host=self.host,
+                port=self.port,
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise ConnectError(
+                f"{where} does not offer {exc}; check NOTIFY_SMTP_SECURITY in .env",
+                host=self.host,
+                port=self.port,
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectError(
+                f"cannot talk to the relay at {where} ({exc or type(exc).__name__}); "
+                "check NOTIFY_SMTP_HOST, NOTIFY_SMTP_PORT and NOTIFY_SMTP_SECURITY in .env",
+                host=self.host,
+                port=self.port,
+            ) from exc
+        self._connection = connection
+        self.connections_opened += 1
+        return connection
+
+    def _open_socket(self, context: ssl.SSLContext) -> smtplib.SMTP:
+        hostname = socket.gethostname()
+        security = self.settings.smtp_security
+        if security == "tls":
+            return smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=hostname,
+                timeout=TIMEOUT_SECONDS,
+                context=context,
+            )
+        connection = smtplib.SMTP(
+            self.host, self.port, local_hostname=hostname, timeout=TIMEOUT_SECONDS
+        )
+        if security == "starttls":
+            connection.ehlo()
+            if not connection.has_extn("starttls"):
+                connection.close()
+                raise smtplib.SMTPNotSupportedError("STARTTLS")
+            connection.starttls(context=context)
+            connection.ehlo()
+        else:
+            connection.ehlo_or_helo_if_needed()
+        return connection
+
+
+class RedirectTransport:
+    """A test send: the customer's exact message, delivered to the operator's address."""
+
+    def __init__(self, inner: Transport, address: str) -> None:
+        self.inner = inner
+        self.address = address
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def send(self, message: Outgoing) -> Outcome:
+        marker = f"X-Notify-Test-Send: for {message.to}; no customer is marked as sent\r\n"
+        redirected = Outgoing(
+            key=message.key,
+            envelope_from=message.envelope_from,
+            to=self.address,
+            message_id=message.message_id,
+            data=marker.encode("utf-8") + message.data,
+            row=message.row,
+        )
+        return self.inner.send(redirected)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
