@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -15,7 +16,6 @@ from notify import __version__, pipeline
 from notify.errors import (
     EXIT_OK,
     EXIT_UNDELIVERED,
-    EXIT_USAGE,
     ConfirmationError,
     NotifyError,
 )
@@ -45,7 +45,21 @@ def incident_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class NotifyGroup(click.Group):
+    """Turns every expected failure into one 'Error: ...' line and the contract's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NotifyError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("\nInterrupted; run the same command again to continue.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=NotifyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="notify")
 def cli() -> None:
     """Tell every customer hit by an incident, personally, correctly, once, and fast."""
@@ -172,14 +186,28 @@ def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:
 
 
 def _send_with_progress(plan: pipeline.SendPlan) -> None:
-    counts = {State.ACCEPTED: 0, State.DEFERRED: 0, State.REFUSED: 0}
+    counts = dict.fromkeys(State, 0)
+    started = time.monotonic()
+
+    def describe(_: object) -> str:
+        rate = sum(counts.values()) / max(time.monotonic() - started, 1e-3)
+        doubt = f" in doubt {counts[State.SENDING]}" if counts[State.SENDING] else ""
+        return (
+            f"accepted {counts[State.ACCEPTED]} deferred {counts[State.DEFERRED]} "
+            f"refused {counts[State.REFUSED]}{doubt}  {rate:,.0f}/s"
+        )
+
     with click.progressbar(
-        length=len(plan.to_send), label="Sending", file=sys.stderr, show_pos=True
+        length=len(plan.to_send),
+        label="Sending",
+        file=sys.stderr,
+        show_pos=True,
+        item_show_func=describe,
     ) as bar:
 
         def on_outcome(outcome: Outcome) -> None:
-            counts[outcome.state] = counts.get(outcome.state, 0) + 1
-            bar.update(1)
+            counts[outcome.state] += 1
+            bar.update(1, outcome)
 
         try:
             result = pipeline.send(plan, on_outcome=on_outcome)
@@ -190,34 +218,27 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
             )
             raise
     s = result.summary
-    click.echo(f"Sent: {s.accepted} accepted, {s.deferred} deferred, {s.refused} refused.")
+    doubt = f", {s.in_doubt} in doubt" if s.in_doubt else ""
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"Sent: {s.accepted} accepted, {s.deferred} deferred, {s.refused} refused{doubt}."
+        f" ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)"
+    )
     if not result.undelivered:
         return
     click.echo(f"{len(result.undelivered)} recipient(s) not delivered:")
     for row in result.undelivered[:MAX_LISTED_UNDELIVERED]:
-        click.echo(f"  row {row['first_row']}: {row['email']}: {row['state']} {row['reply'] or ''}")
+        state = "in doubt" if row["state"] == State.SENDING.value else row["state"]
+        click.echo(f"  row {row['first_row']}: {row['email']}: {state} {row['reply'] or ''}")
     if len(result.undelivered) > MAX_LISTED_UNDELIVERED:
         click.echo(f"  ... and {len(result.undelivered) - MAX_LISTED_UNDELIVERED} more")
     click.echo(
-        f"Deferred ones are retried by running: notify send --incident {plan.incident.incident_id}"
+        "Deferred and in-doubt ones are sent again by running: notify send --incident "
+        f"{plan.incident.incident_id}"
     )
     sys.exit(EXIT_UNDELIVERED)
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI; every expected failure is one 'Error: ...' line and the contract's code."""
-    try:
-        cli.main(args=argv, prog_name="notify", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("\nInterrupted; run the same command again to continue.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE)
-    except NotifyError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted; run the same command again to continue.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(EXIT_OK)
+def main() -> None:
+    """The console script."""
+    cli(prog_name="notify")

@@ -6,14 +6,17 @@ after a crash carries the same id and a receiving system can tell it is the same
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, getaddresses
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -24,6 +27,12 @@ INCIDENT_HEADER = "X-Notify-Incident"
 # Control characters, and the Unicode line breaks that str.splitlines() (and so the email
 # package) treats as line ends: any of them in a header could start a new header.
 _UNSAFE_HEADER_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")  # a phrase that needs no quoting
+_FOLD_AT = 68  # "Subject: " + this stays under 78 characters
+_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars -> a 72-character encoded word
+# Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
+# decode it into whatever the export's author chose (line breaks included).
+_ENCODED_WORD_START = "=?"
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,13 @@ def parse_sender(value: str, *, where: str) -> Address:
     """'Name <addr>' -> Address, refusing anything that is not one valid address."""
     if _UNSAFE_HEADER_CHARS.search(value):
         raise ManifestError(f"{where}: from holds a line break or control character; fix it")
-    name, addr = parseaddr(value)
+    pairs = getaddresses([value])
+    if len(pairs) > 1:
+        raise ManifestError(
+            f"{where}: from = {value!r} is not one address; write it like "
+            '"Acme Support <support@acme.example>", with a name holding a comma in quotes'
+        )
+    name, addr = pairs[0] if pairs else ("", "")
     try:
         valid = validate_email(addr, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -55,7 +70,8 @@ def parse_sender(value: str, *, where: str) -> Address:
             f"{where}: from = {value!r} is not a valid address ({exc}); "
             'write it like "Acme Support <support@acme.example>"'
         ) from exc
-    local, _, domain = valid.normalized.rpartition("@")
+    # An internationalised domain goes out in its ASCII form, as recipients' do.
+    local, _, domain = (valid.ascii_email or valid.normalized).rpartition("@")
     return Address(display_name=name, username=local, domain=domain)
 
 
@@ -75,6 +91,12 @@ class Composer:
         self.reply_to = reply_to
         self.return_path = return_path
         self.domain = sender.domain
+        self._from_header = f"From: {format_address(sender.display_name, sender.addr_spec)}"
+        self._reply_to_header = (
+            [f"Reply-To: {format_address(reply_to.display_name, reply_to.addr_spec)}"]
+            if reply_to
+            else []
+        )
 
     def message_id(self, key: str) -> str:
         return f"<{recipient_token(self.incident_id, key)}.{self.incident_id}@{self.domain}>"
@@ -96,26 +118,114 @@ class Composer:
                     f"{recipient.where()}: the {label} holds a line break or control "
                     "character; remove it from the export (or the template)"
                 )
-        local, _, domain = recipient.email.rpartition("@")
-        message = EmailMessage(policy=policy.SMTP)
-        message["From"] = self.sender
-        message["To"] = Address(display_name=name, username=local, domain=domain)
-        if self.reply_to:
-            message["Reply-To"] = self.reply_to
-        message["Subject"] = rendered.subject
-        message["Date"] = format_datetime(when or datetime.now(UTC))
         message_id = self.message_id(recipient.key)
-        message["Message-ID"] = message_id
-        message["Auto-Submitted"] = "auto-generated"
-        message[INCIDENT_HEADER] = self.incident_id
-        message.set_content(rendered.text, cte="quoted-printable")
-        if rendered.html is not None:
-            message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+        headers = [
+            self._from_header,
+            f"To: {format_address(name, recipient.email)}",
+            *self._reply_to_header,
+            f"Subject: {encode_unstructured(rendered.subject)}",
+            f"Date: {_date(when)}",
+            f"Message-ID: {message_id}",
+            "Auto-Submitted: auto-generated",
+            f"{INCIDENT_HEADER}: {self.incident_id}",
+            "MIME-Version: 1.0",
+        ]
         return Outgoing(
             key=recipient.key,
             envelope_from=self.envelope_from(recipient.key),
             to=recipient.email,
             message_id=message_id,
-            data=message.as_bytes(),
+            data=_assemble(headers, rendered.text, rendered.html, self._boundary(message_id)),
             row=recipient.first_row,
         )
+
+    def _boundary(self, message_id: str) -> str:
+        # '=' never survives quoted-printable encoding, so no body line can equal this.
+        return f"=_notify_{hashlib.sha1(message_id.encode()).hexdigest()[:20]}=_"
+
+
+def format_address(name: str, address: str) -> str:
+    """A mailbox for a header: bare, a phrase, a quoted string, or RFC 2047 encoded words."""
+    if not name:
+        return address
+    if not name.isascii() or _ENCODED_WORD_START in name:
+        return f"{_encoded_words(name)} <{address}>"
+    if _ATOMS.fullmatch(name):
+        return f"{name} <{address}>"
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address}>'
+
+
+@functools.lru_cache(maxsize=1024)
+def encode_unstructured(value: str) -> str:
+    """A Subject-like value, encoded and folded to RFC 5322's line length."""
+    plain = value.isascii() and _ENCODED_WORD_START not in value
+    if plain and len(value) <= _FOLD_AT:
+        return value
+    charset = "us-ascii" if plain else "utf-8"
+    return Header(value, charset, header_name="Subject").encode(linesep="\r\n")
+
+
+def _encoded_words(text: str) -> str:
+    """Base64 encoded words (safe in a phrase, unlike Q), each under 76 characters."""
+    words, chunk = [], b""
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+
+
+def _quoted_printable(text: str) -> bytes:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    return binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+
+
+def _part(subtype: str, text: str) -> bytes:
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    ).encode() + _quoted_printable(text)
+
+
+def _assemble(headers: list[str], text: str, html: str | None, boundary: str) -> bytes:
+    """Headers plus a text part, or multipart/alternative with text first, then HTML."""
+    if html is None:
+        body = _part("plain", text)
+        # The data must end with CRLF; adding one to a text that has it adds a blank line.
+        return (
+            ("\r\n".join(headers) + "\r\n").encode()
+            + body
+            + (b"" if body.endswith(b"\r\n") else b"\r\n")
+        )
+    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    head = ("\r\n".join(headers) + "\r\n\r\n").encode()
+    delimiter = f"\r\n--{boundary}\r\n".encode()
+    return b"".join(
+        [
+            head,
+            delimiter[2:],
+            _part("plain", text),
+            delimiter,
+            _part("html", html),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+
+
+_date_cache: dict[int, str] = {}
+
+
+def _date(when: datetime | None) -> str:
+    """RFC 5322 date, cached per second: formatting it is a visible cost at 10,000/s."""
+    if when is not None:
+        return format_datetime(when)
+    second = int(time.time())
+    cached = _date_cache.get(second)
+    if cached is None:
+        _date_cache.clear()
+        cached = _date_cache[second] = format_datetime(datetime.fromtimestamp(second, UTC))
+    return cached

@@ -1,17 +1,26 @@
-"""Walk the messages in batches through a transport, recording each batch's outcomes.
+"""Walk the messages in batches through parallel transports, recording each batch's outcomes.
 
-The recorder is the ledger for a real send and a no-op for previews and test sends,
-so this loop is the same whatever the transport is.
+Every worker thread owns one transport (one reused connection). A batch is marked
+SENDING before it goes and its outcomes are recorded after, so a crash leaves at most
+the batches in flight in doubt. Temporary trouble is retried later in the same run;
+trouble that means "slow down" (421, x.7.x, a dropped connection) also shrinks the
+number of connections and pauses everyone, honouring any "retry in N seconds".
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
 
 from notify.compose import Outgoing
+from notify.errors import DeliveryError
 from notify.models import Outcome, RunSummary, State
+from notify.replies import Verdict, classify, retry_after
 from notify.transports import Transport
 
 DEFAULT_BATCH_SIZE = 20
@@ -40,51 +49,228 @@ class NoRecord:
         pass
 
 
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How hard to push the relay."""
+
+    connections: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    rate: float | None = None  # messages per second over all connections
+    retries: int = 3  # extra tries in this run for a recipient's temporary failure
+    first_retry_delay: float = 1.0  # seconds; doubles with each round
+    max_pause: float = 60.0  # the longest back-off pause, whatever the relay asks
+
+
+class RateLimiter:
+    """Spaces sends 1/rate apart across all threads, so the rate never overshoots."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = self.clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class Throttle:
+    """Shared back-off: how many connections may work, and until when everyone waits."""
+
+    def __init__(self, connections: int, max_pause: float) -> None:
+        self.allowed = connections
+        self.max_pause = max_pause
+        self._pause_until = 0.0
+        self._calm_sends = 0
+        self._ceiling = connections
+        self._lock = threading.Lock()
+
+    def slow_down(self, seconds: float) -> None:
+        """The relay pushed back: one connection fewer, and a pause for everyone."""
+        with self._lock:
+            self.allowed = max(1, self.allowed - 1)
+            self._calm_sends = 0
+            until = time.monotonic() + min(seconds, self.max_pause)
+            self._pause_until = max(self._pause_until, until)
+
+    def went_well(self) -> None:
+        """After a calm stretch, allow one more connection again."""
+        with self._lock:
+            self._calm_sends += 1
+            if self._calm_sends >= 200 and self.allowed < self._ceiling:
+                self.allowed += 1
+                self._calm_sends = 0
+
+    def wait(self) -> None:
+        delay = self._pause_until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+@dataclass
+class _Run:
+    """State shared by the workers of one delivery run."""
+
+    recorder: Recorder
+    options: DeliveryOptions
+    on_outcome: Callable[[Outcome], None] | None
+    limiter: RateLimiter
+    throttle: Throttle
+    final: dict[str, Outcome] = field(default_factory=dict)
+    retry: list[tuple[Outgoing, int]] = field(default_factory=list)  # message, tries so far
+    tries: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def deliver(
     messages: Iterable[Outgoing],
-    transport: Transport,
+    make_transport: Callable[[], Transport],
     recorder: Recorder,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    options: DeliveryOptions | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunSummary:
-    """Send everything, batch by batch; a DeliveryError stops the run with the rest pending."""
-    summary = RunSummary()
-    transport.open()
-    try:
-        for batch in _batches(messages, batch_size):
-            recorder.begin([m.key for m in batch])
-            outcomes: list[Outcome] = []
-            try:
-                for message in batch:
-                    outcome = transport.send(message)
-                    outcomes.append(outcome)
-                    _count(summary, outcome)
-                    if on_outcome:
-                        on_outcome(outcome)
-            finally:
-                recorder.record(outcomes)
-                recorder.release([m.key for m in batch[len(outcomes) :]])
-    finally:
+    """Send everything; a DeliveryError stops the run with the unsent ones still pending."""
+    options = options or DeliveryOptions()
+    run = _Run(
+        recorder,
+        options,
+        on_outcome,
+        RateLimiter(options.rate),
+        Throttle(options.connections, options.max_pause),
+    )
+    first = make_transport()
+    first.open()  # a wrong host or password stops the run here, before anything is sent
+    transports = [first] + [make_transport() for _ in range(options.connections - 1)]
+    _deliver_round(run, iter(messages), transports)
+    for round_number in range(options.retries):
+        if not run.retry or run.error or run.stop.is_set():
+            break
+        waiting, run.retry = run.retry, []
+        time.sleep(min(options.first_retry_delay * 2**round_number, options.max_pause))
+        _deliver_round(run, iter(m for m, _ in waiting), transports)
+    for transport in transports:
         transport.close()
+    if run.error:
+        raise run.error
+    return _summary(run.final)
+
+
+def _deliver_round(run: _Run, messages: Iterator[Outgoing], transports: list[Transport]) -> None:
+    """Feed batches to one worker thread per transport until the messages run out."""
+    batches: queue.Queue[list[Outgoing] | None] = queue.Queue(maxsize=2 * len(transports))
+    workers = [
+        threading.Thread(target=_work, args=(run, batches, transport, index), daemon=True)
+        for index, transport in enumerate(transports)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for batch in _batches(messages, run.options.batch_size):
+            while not run.stop.is_set():
+                try:
+                    batches.put(batch, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if run.stop.is_set():
+                break
+    except BaseException:
+        run.stop.set()  # Ctrl-C: workers finish and record their current batch
+        raise
+    finally:
+        for _ in workers:
+            batches.put(None)
+        for worker in workers:
+            worker.join()
+
+
+def _work(
+    run: _Run, batches: queue.Queue[list[Outgoing] | None], transport: Transport, index: int
+) -> None:
+    while (batch := batches.get()) is not None:
+        if run.stop.is_set():
+            continue
+        while index >= run.throttle.allowed and not run.stop.is_set():
+            transport.close()  # parked: the relay asked for fewer connections
+            time.sleep(0.05)
+        try:
+            _send_batch(run, batch, transport)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            with run.lock:
+                run.error = run.error or exc
+            run.stop.set()
+
+
+def _send_batch(run: _Run, batch: list[Outgoing], transport: Transport) -> None:
+    with run.lock:
+        run.recorder.begin([m.key for m in batch])
+    outcomes: list[Outcome] = []
+    try:
+        for message in batch:
+            if run.stop.is_set():
+                break
+            run.throttle.wait()
+            run.limiter.acquire()
+            outcome = transport.send(message)
+            outcomes.append(outcome)
+            _judge(run, message, outcome)
+    except DeliveryError:
+        raise
+    finally:
+        with run.lock:
+            run.recorder.record(outcomes)
+            run.recorder.release([m.key for m in batch[len(outcomes) :]])
+            for outcome in outcomes:
+                run.final[outcome.key] = outcome
+                if run.on_outcome:
+                    run.on_outcome(outcome)
+
+
+def _judge(run: _Run, message: Outgoing, outcome: Outcome) -> None:
+    """Decide what a reply means for this run: done, retry later, or slow everyone down."""
+    verdict = classify(outcome)
+    if verdict is Verdict.DONE:
+        run.throttle.went_well()
+        return
+    if verdict is Verdict.SLOW_DOWN:
+        run.throttle.slow_down(retry_after(outcome.reply) or run.options.first_retry_delay)
+    if verdict in (Verdict.SLOW_DOWN, Verdict.RETRY):
+        with run.lock:
+            tries = run.tries.get(message.key, 0) + 1
+            run.tries[message.key] = tries
+            if tries <= run.options.retries:
+                run.retry.append((message, tries))
+
+
+def _summary(final: dict[str, Outcome]) -> RunSummary:
+    summary = RunSummary()
+    for outcome in final.values():
+        summary.attempted += 1
+        if outcome.state is State.ACCEPTED:
+            summary.accepted += 1
+            continue
+        if outcome.state is State.REFUSED:
+            summary.refused += 1
+        elif outcome.state is State.DEFERRED:
+            summary.deferred += 1
+        elif outcome.state is State.SENDING:
+            summary.in_doubt += 1
+        else:
+            continue
+        summary.undelivered.append(outcome)
     return summary
 
 
-def _count(summary: RunSummary, outcome: Outcome) -> None:
-    summary.attempted += 1
-    if outcome.state is State.ACCEPTED:
-        summary.accepted += 1
-        return
-    if outcome.state is State.REFUSED:
-        summary.refused += 1
-    elif outcome.state is State.DEFERRED:
-        summary.deferred += 1
-    else:
-        return
-    summary.undelivered.append(outcome)
-
-
-def _batches(messages: Iterable[Outgoing], size: int) -> Iterator[list[Outgoing]]:
-    iterator = iter(messages)
-    while batch := list(islice(iterator, size)):
+def _batches(messages: Iterator[Outgoing], size: int) -> Iterator[list[Outgoing]]:
+    while batch := list(islice(messages, size)):
         yield batch

@@ -98,7 +98,7 @@ class Ledger:
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
             ledger = cls(engine, where=where)
             ledger.migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, ImportError) as exc:  # ImportError: no driver for the URL
             raise LedgerError(
                 f"cannot open the ledger at {where} ({_reason(exc)}); check NOTIFY_LEDGER"
             ) from exc
@@ -164,7 +164,14 @@ class Ledger:
         """Recipients not accepted, with the last reply, for summaries and reports."""
         table = recipients_table
         query = (
-            sa.select(table.c.email, table.c.state, table.c.code, table.c.reply, table.c.first_row)
+            sa.select(
+                table.c.key,
+                table.c.email,
+                table.c.state,
+                table.c.code,
+                table.c.reply,
+                table.c.first_row,
+            )
             .where(table.c.incident_id == incident_id, table.c.state != State.ACCEPTED.value)
             .order_by(table.c.first_row)
         )
@@ -269,7 +276,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     original = getattr(exc, "orig", None)
     return str(original or exc).splitlines()[0]
 

@@ -116,4 +116,5 @@ class RunSummary:
     accepted: int = 0
     deferred: int = 0
     refused: int = 0
+    in_doubt: int = 0
     undelivered: list[Outcome] = field(default_factory=list)

@@ -14,7 +14,7 @@ from typing import Any
 
 from notify.cleaning import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
-from notify.delivery import NoRecord, deliver
+from notify.delivery import DeliveryOptions, NoRecord, deliver
 from notify.errors import ManifestError, RenderError
 from notify.ledger import Ledger, Registration
 from notify.manifest import Manifest, load_manifest
@@ -163,7 +163,8 @@ def preview(
     incident = report.incident
     target = folder or workspace.default_preview_dir(incident_id)
     recipients = incident.cleaned.recipients[:limit]
-    summary = deliver(incident.outgoing(recipients), PreviewWriter(target), NoRecord())
+    writer = PreviewWriter(target)
+    summary = deliver(incident.outgoing(recipients), lambda: writer, NoRecord())
     return SendResult(summary, preview_dir=target)
 
 
@@ -187,13 +188,22 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     """Deliver the plan over SMTP, recording every outcome in the ledger as it happens."""
     incident = plan.incident
     ledger = incident.open_ledger()
+    settings = incident.settings
     summary = deliver(
         incident.outgoing(plan.to_send),
-        SmtpTransport(incident.settings),
+        lambda: SmtpTransport(settings),
         _LedgerRecorder(ledger, incident.incident_id),
+        options=DeliveryOptions(
+            connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
+            rate=settings.rate,
+            retries=settings.retries,
+            first_retry_delay=settings.retry_delay,
+        ),
         on_outcome=on_outcome,
     )
-    return SendResult(summary, undelivered=ledger.undelivered(incident.incident_id))
+    attempted = {outcome.key for outcome in summary.undelivered}
+    undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
+    return SendResult(summary, undelivered=undelivered)
 
 
 def test_send(
@@ -209,7 +219,8 @@ def test_send(
     require_ok(report)
     incident = report.incident
     transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
-    summary = deliver(incident.outgoing(incident.cleaned.recipients[:limit]), transport, NoRecord())
+    recipients = incident.cleaned.recipients[:limit]
+    summary = deliver(incident.outgoing(recipients), lambda: transport, NoRecord())
     return SendResult(summary)
 
 

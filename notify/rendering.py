@@ -18,7 +18,6 @@ from notify.errors import RenderError, WorkspaceError
 from notify.models import Recipient, Rendered
 
 SUBJECT, TEXT, HTML = "subject.j2", "body.txt.j2", "body.html.j2"
-MAX_LISTED_PROBLEMS = 10
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,22 @@ def load_templates(folder: Path, *, label: str) -> Templates:
     for required in (SUBJECT, TEXT):
         if not (folder / required).is_file():
             raise WorkspaceError(f"{label}/{required} is missing; every template needs one")
+    html = _compile(environment, HTML, label) if (folder / HTML).is_file() else None
+    return Templates(
+        folder, _compile(environment, SUBJECT, label), _compile(environment, TEXT, label), html
+    )
+
+
+def _compile(environment: jinja2.Environment, name: str, label: str) -> jinja2.Template:
     try:
-        html = environment.get_template(HTML) if (folder / HTML).is_file() else None
-        return Templates(
-            folder, environment.get_template(SUBJECT), environment.get_template(TEXT), html
-        )
+        return environment.get_template(name)
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(
             f"{label}/{exc.name} line {exc.lineno}: {exc.message}; fix the template"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise RenderError(
+            f"{label}/{name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
         ) from exc
 
 
@@ -94,9 +101,8 @@ def render_each(
 
 def summarise_problems(problems: list[str]) -> RenderError:
     """One error that lists the first problems and counts the rest."""
-    listed = problems[:MAX_LISTED_PROBLEMS]
-    more = len(problems) - len(listed)
-    head = f"{len(problems)} message(s) cannot be rendered; nothing was sent. First: {listed[0]}"
+    more = len(problems) - 1
+    head = f"{len(problems)} problem(s) stop the send; nothing was sent. First: {problems[0]}"
     return RenderError(head + (f" (and {more} more)" if more else ""), problems=problems)
 
 

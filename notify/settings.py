@@ -31,6 +31,8 @@ class Settings:
     ledger: str | None = None  # a SQLAlchemy URL or a file path; None: .notify/ledger.sqlite3
     rate: float | None = None  # messages per second, all connections together
     connections: int = 4
+    retries: int = 3  # tries again in the same run after a temporary failure
+    retry_delay: float = 1.0  # seconds before the first in-run retry; doubles each round
     return_path: str | None = None
     resend_schedule: tuple[float, ...] = ()
     imap_host: str | None = None
@@ -73,8 +75,10 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         smtp_password=env.get("NOTIFY_SMTP_PASSWORD") or None,
         default_from=text("NOTIFY_FROM"),
         ledger=text("NOTIFY_LEDGER"),
-        rate=_rate(env),
+        rate=_positive(env, "NOTIFY_RATE", "messages per second"),
         connections=_integer(env, "NOTIFY_CONNECTIONS", 4, 1, 64),
+        retries=_integer(env, "NOTIFY_RETRIES", 3, 0, 10),
+        retry_delay=_positive(env, "NOTIFY_RETRY_DELAY", "seconds") or 1.0,
         return_path=text("NOTIFY_RETURN_PATH"),
         resend_schedule=parse_schedule(
             text("NOTIFY_RESEND_SCHEDULE") or DEFAULT_RESEND_SCHEDULE, "NOTIFY_RESEND_SCHEDULE"
@@ -104,19 +108,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # int('²') fails
         raise SettingsError(f"{name}={raw!r} must be a whole number from {low} to {high}; fix .env")
     return int(raw)
 
 
-def _rate(env: Mapping[str, str]) -> float | None:
-    raw = env.get("NOTIFY_RATE", "").strip()
+def _positive(env: Mapping[str, str], name: str, unit: str) -> float | None:
+    raw = env.get(name, "").strip()
     if not raw:
         return None
     try:
-        rate = float(raw)
+        value = float(raw)
     except ValueError:
-        rate = -1.0
-    if rate <= 0:
-        raise SettingsError(f"NOTIFY_RATE={raw!r} must be a positive number of messages per second")
-    return rate
+        value = -1.0
+    if not value > 0:
+        raise SettingsError(f"{name}={raw!r} must be a positive number of {unit}; fix .env")
+    return value

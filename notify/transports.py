@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import smtplib
 import socket
 import ssl
+import time
 from typing import Protocol
 
 from notify.compose import Outgoing
@@ -19,6 +21,8 @@ from notify.models import Outcome, State
 from notify.settings import Settings
 
 TIMEOUT_SECONDS = 60
+RECONNECT_PAUSES = (1.0, 2.0, 0.0)  # seconds before the 2nd and 3rd try; the 3rd failure stops
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class Transport(Protocol):
@@ -37,7 +41,7 @@ class Transport(Protocol):
 class SmtpTransport:
     """One reused SMTP connection to the relay, re-opened when the relay drops it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, max_per_connection: int = 100) -> None:
         if not settings.smtp_host:
             raise SettingsError(
                 "NOTIFY_SMTP_HOST is not set; put NOTIFY_SMTP_HOST=smtp.example.com in .env"
@@ -46,6 +50,8 @@ class SmtpTransport:
         self.host: str = settings.smtp_host
         self.port = settings.smtp_port
         self.connections_opened = 0
+        self.max_per_connection = max_per_connection
+        self._sent_on_connection = 0
         self._connection: smtplib.SMTP | None = None
         if settings.smtp_password and settings.smtp_security == "none" and not _loopback(self.host):
             raise SettingsError(
@@ -54,23 +60,53 @@ class SmtpTransport:
             )
 
     def open(self) -> None:
-        self._connect()
+        if self._connection is None:
+            self._connect()
 
     def send(self, message: Outgoing) -> Outcome:
-        connection = self._connection or self._connect()
+        """MAIL, RCPT, DATA; a connection lost after the data went out leaves it in doubt."""
+        connection = self._ready_connection()
         try:
             code, reply = connection.mail(message.envelope_from, self._mail_options(message))
             if code != 250:
                 return self._sender_refused(message, code, reply)
             code, reply = connection.rcpt(message.to)
-            if code in (250, 251):
-                code, reply = connection.data(message.data)
-        except smtplib.SMTPResponseException as exc:  # DATA itself refused (no 354)
-            code, reply = exc.smtp_code, exc.smtp_error
+            if code not in (250, 251):
+                return self._outcome(message, code, reply)
+            code, reply = connection.docmd("data")
+            if code != 354:
+                return self._outcome(message, code, reply)
+            connection.send(_dot_stuffed(message.data))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             return Outcome(message.key, State.DEFERRED, None, f"connection lost: {exc}")
+        try:
+            code, reply = connection.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            return Outcome(
+                message.key,
+                State.SENDING,
+                None,
+                f"connection lost after the message was sent, outcome unknown: {exc}",
+            )
+        self._sent_on_connection += 1
         return self._outcome(message, code, reply)
+
+    def _ready_connection(self) -> smtplib.SMTP:
+        """The open connection, renewed after the per-connection cap or a drop."""
+        if self._connection is not None and self._sent_on_connection >= self.max_per_connection:
+            self.close()
+        if self._connection is not None:
+            return self._connection
+        for attempt, pause in enumerate(RECONNECT_PAUSES):
+            try:
+                return self._connect()
+            except ConnectError:
+                if attempt == len(RECONNECT_PAUSES) - 1:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._connection is not None:
@@ -95,7 +131,7 @@ class SmtpTransport:
         else:
             self._reset()
         state = State.REFUSED if 500 <= code < 600 else State.DEFERRED
-        return Outcome(message.key, state, code, text)
+        return Outcome(message.key, state, code if code > 0 else None, text)
 
     def _sender_refused(self, message: Outgoing, code: int, reply: bytes) -> Outcome:
         text = reply.decode("utf-8", "replace")
@@ -158,6 +194,7 @@ class SmtpTransport:
                 port=self.port,
             ) from exc
         self._connection = connection
+        self._sent_on_connection = 0
         self.connections_opened += 1
         return connection
 
@@ -165,13 +202,15 @@ class SmtpTransport:
         hostname = socket.gethostname()
         security = self.settings.smtp_security
         if security == "tls":
-            return smtplib.SMTP_SSL(
+            secure = smtplib.SMTP_SSL(
                 self.host,
                 self.port,
                 local_hostname=hostname,
                 timeout=TIMEOUT_SECONDS,
                 context=context,
             )
+            secure.ehlo_or_helo_if_needed()
+            return secure
         connection = smtplib.SMTP(
             self.host, self.port, local_hostname=hostname, timeout=TIMEOUT_SECONDS
         )
@@ -211,6 +250,14 @@ class RedirectTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """DATA content as RFC 5321 wants it: leading dots doubled, ending CRLF . CRLF."""
+    stuffed = _LEADING_DOT.sub(b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _loopback(host: str) -> bool:

@@ -102,6 +102,7 @@ class WorkspaceFactory:
 
     def smtp(self, server: Any, **extra: Any) -> None:
         """Point .env at a test SMTP server."""
+        extra.setdefault("retry_delay", "0.05")
         self.env(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none", **extra)
 
 
@@ -111,8 +112,13 @@ def make_rows(count: int, *, start: int = 0, items_each: int = 1) -> list[list[s
     for n in range(start, start + count):
         for item in range(items_each):
             rows.append(
-                [f"Customer {n}", f"customer{n}@example.com", f"+1 555 {n:04d}",
-                 f"A-{n}-{item}", f"{10 + item}.00"]
+                [
+                    f"Customer {n}",
+                    f"customer{n}@example.com",
+                    f"+1 555 {n:04d}",
+                    f"A-{n}-{item}",
+                    f"{10 + item}.00",
+                ]
             )
     return rows
 
@@ -191,3 +197,13 @@ def chdir_tmp(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         os.chdir(old)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,109 @@
+"""`notify check`: the numbers an operator sees, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from tests.conftest import DEFAULT_MANIFEST
+
+
+def test_check_prints_the_numbers_and_writes_rejects_and_lookalikes(workspace, run_cli):
+    workspace.rows(
+        [
+            ["Ann Lee", "ann@example.com", "", "A-1", "1.00"],
+            ["Ann Lee", " ANN@example.com", "", "A-2", "2.00"],
+            ["Jon Smith", "jon.smith@example.net", "", "A-3", "3.00"],
+            ["John Smith", "john.smith@example.org", "", "A-4", "4.00"],
+            ["Bad", "bob@@example.com", "", "A-5", "5.00"],
+            ["Nobody", "", "", "A-6", "6.00"],
+        ]
+    )
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "  rows read                   6" in lines
+    assert "  rejected                    2" in lines
+    assert "    no address                1" in lines
+    assert "    not a valid address        1" in lines
+    assert "  duplicates merged           1" in lines
+    assert "  look-alikes                 1" in lines
+    assert "  recipients                  3" in lines
+    assert lines[-1] == "All good. Next: notify send --incident 42 --dry-run"
+    rejects = list(csv.DictReader((workspace.root / ".notify/incident-42/rejects.csv").open()))
+    assert [(r["row"], r["value"]) for r in rejects] == [("6", "bob@@example.com"), ("7", "")]
+    assert rejects[0]["column"] == "Email Address"
+    lookalikes = list(
+        csv.DictReader((workspace.root / ".notify/incident-42/lookalikes.csv").open())
+    )
+    assert lookalikes == [
+        {
+            "first": "jon.smith@example.net",
+            "second": "john.smith@example.org",
+            "reason": "similar names 'Jon Smith' and 'John Smith'",
+        }
+    ]
+
+
+def test_check_fails_when_a_template_needs_a_field_a_recipient_lacks(workspace, run_cli):
+    workspace.write("templates/apology/body.txt.j2", "Call us on {{ customer.phone }}\n")
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert (
+        "Error: 2 problem(s) stop the send; nothing was sent. First: bob@example.com "
+        "(data/affected.csv row 3): body.txt.j2 line 1: 'dict object' has no attribute 'phone'; "
+        "map the column in [columns] or give the template a | default(...) (and 1 more)"
+    ) in result.output
+
+
+def test_missing_manifest_names_the_known_incidents(workspace, run_cli):
+    result = run_cli(workspace, "check", "--incident", "43")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        "Error: incidents/43.toml not found; known incidents: 42; check --incident"
+    )
+
+
+def test_unknown_template_lists_the_known_ones(workspace, run_cli):
+    workspace.write("incidents/42.toml", DEFAULT_MANIFEST.replace('"apology"', '"apologie"'))
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        "Error: template folder templates/apologie not found; known templates: apology, "
+        "or fix template ="
+    )
+
+
+def test_a_mapped_column_the_export_lacks_names_the_closest(workspace, run_cli):
+    workspace.write("incidents/42.toml", DEFAULT_MANIFEST.replace('"Customer"', '"Custmer"'))
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        "Error: incidents/42.toml [columns] name = 'Custmer': the export has no such column; "
+        "closest: 'Customer'; fix the column name in [columns]"
+    )
+
+
+def test_an_empty_export_is_an_error(workspace, run_cli):
+    workspace.rows([])
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: ")
+    assert "data/affected.csv" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unreadable_export_is_one_line(workspace, run_cli):
+    (workspace.root / "data" / "affected.csv").unlink()
+    (workspace.root / "data" / "affected.csv").mkdir()
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: data/affected.csv")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["check"], ["check", "--incident"], ["send", "--limit", "0"]])
+def test_usage_errors_exit_2(workspace, run_cli, args):
+    result = run_cli(workspace, *args)
+    assert result.exit_code == 2

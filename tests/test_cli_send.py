@@ -1,0 +1,228 @@
+"""`notify send`: previews, test sends and real sends to a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import csv
+from email import message_from_bytes, policy
+
+from tests.conftest import make_rows
+
+
+def parse(data: bytes):
+    return message_from_bytes(data, policy=policy.default)
+
+
+def test_dry_run_writes_previews_and_touches_nothing(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "send", "--incident", "42", "--dry-run")
+    assert result.exit_code == 0, result.output
+    folder = workspace.root / "previews" / "incident-42"
+    emls = sorted(p.name for p in folder.glob("*.eml"))
+    assert emls == [
+        "000001-ann_example.com.eml",
+        "000002-bob_example.com.eml",
+        "000003-zoe_example.org.eml",
+    ]
+    summary = list(csv.DictReader((folder / "summary.csv").open(encoding="utf-8")))
+    assert [row["to"] for row in summary] == [
+        "ann@example.com",
+        "bob@example.com",
+        "zoe@example.org",
+    ]
+    index = (folder / "index.html").read_text(encoding="utf-8")
+    assert 'href="000003-zoe_example.org.eml"' in index
+    assert "Zo\u00eb O&#x27;Brien" in index or "Sorry, Zo\u00eb O&#x27;Brien" in index
+    message = parse((folder / emls[0]).read_bytes())
+    assert "order A-1: 49.00" in message.get_body(("plain",)).get_content()
+    assert "order A-3: 5.00" in message.get_body(("plain",)).get_content()
+    assert smtp_server.messages == [] and smtp_server.connections == 0
+    assert not (workspace.root / ".notify" / "ledger.sqlite3").exists()
+
+
+def test_dry_run_into_a_chosen_folder(workspace, run_cli, tmp_path):
+    target = tmp_path / "look-here"
+    result = run_cli(
+        workspace, "send", "--incident", "42", "--dry-run", "--preview-dir", str(target)
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(target.glob("*.eml"))) == 3
+    assert (target / "index.html").is_file()
+
+
+def test_send_delivers_one_message_per_recipient(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Sent: 3 accepted, 0 deferred, 0 refused. (" in result.output
+    received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    assert sorted(received) == ["ann@example.com", "bob@example.com", "zoe@example.org"]
+    assert smtp_server.connections == 1
+    ann = parse(received["ann@example.com"].data)
+    assert received["ann@example.com"].mail_from == "support@acme.example"
+    assert ann["From"] == "Acme Support <support@acme.example>"
+    assert ann["To"].addresses[0].display_name == "Ann Lee"
+    assert ann["Reply-To"] == "help@acme.example"
+    assert ann["Auto-Submitted"] == "auto-generated"
+    assert ann["X-Notify-Incident"] == "42"
+    assert ann["Message-ID"].endswith("@acme.example>")
+    assert ann.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in ann.iter_parts()] == ["text/plain", "text/html"]
+    text = ann.get_body(("plain",)).get_content()
+    assert text.index("order A-1: 49.00") < text.index("order A-3: 5.00")
+    zoe = parse(received["zoe@example.org"].data)
+    assert zoe["To"].addresses[0].display_name == "Zo\u00eb O'Brien"
+    assert "Dear Zo\u00eb O'Brien" in zoe.get_body(("plain",)).get_content()
+    assert "Dear Zo\u00eb O&#39;Brien" in zoe.get_body(("html",)).get_content()
+
+
+def test_rerun_sends_nothing_twice_and_status_counts(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    again = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert again.exit_code == 0
+    assert "Nothing to send: everyone has been sent to already." in again.output
+    assert len(smtp_server.messages) == 3
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"accepted": 3' in status.output
+    assert '"due": "nothing is due"' in status.output
+
+
+def test_limit_sends_in_slices(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    workspace.rows(make_rows(5))
+    assert run_cli(workspace, "send", "--incident", "42", "--yes", "--limit", "2").exit_code == 0
+    assert len(smtp_server.messages) == 2
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        f"customer{n}@example.com" for n in range(5)
+    ]
+
+
+def test_test_send_goes_to_the_operator_only(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "send", "--incident", "42", "--to", "me@acme.example")
+    assert result.exit_code == 0, result.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["me@acme.example"]]
+    message = parse(smtp_server.messages[0].data)
+    assert message["X-Notify-Test-Send"].startswith("for ann@example.com")
+    assert message["To"].addresses[0].addr_spec == "ann@example.com"
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"accepted": 0' in status.output
+
+
+def test_permanent_and_temporary_refusals_exit_1_with_who(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    workspace.rows(
+        [
+            ["Ok", "ok@example.com", "", "A-1", "1"],
+            ["Gone", "fail-550@example.com", "", "A-2", "2"],
+            ["Later", "fail-451@example.com", "", "A-3", "3"],
+        ]
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 1
+    assert "Sent: 1 accepted, 1 deferred, 1 refused. (" in result.output
+    assert "row 3: fail-550@example.com: refused 5.1.1" in result.output
+    assert "row 4: fail-451@example.com: deferred 4.3.0" in result.output
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"refused": 1' in status.output and '"deferred": 1' in status.output
+
+
+def test_starttls_with_login(workspace, run_cli, smtp_starttls_server, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_starttls_server.ca_file))
+    workspace.env(
+        smtp_host="localhost",
+        smtp_port=smtp_starttls_server.port,
+        smtp_security="starttls",
+        smtp_user="notify",
+        smtp_password="s3cret",
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(smtp_starttls_server.messages) == 3
+    assert "s3cret" not in result.output
+
+
+def test_implicit_tls(workspace, run_cli, smtp_tls_server, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_tls_server.ca_file))
+    workspace.env(smtp_host="localhost", smtp_port=smtp_tls_server.port, smtp_security="tls")
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(smtp_tls_server.messages) == 3
+
+
+def test_tls_refuses_an_untrusted_certificate(workspace, run_cli, smtp_tls_server):
+    workspace.env(smtp_host="localhost", smtp_port=smtp_tls_server.port, smtp_security="tls")
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 4
+    assert result.output.splitlines()[-1].startswith(
+        f"Error: TLS with localhost:{smtp_tls_server.port} failed (CERTIFICATE_VERIFY_FAILED)"
+    )
+    assert smtp_tls_server.messages == []
+
+
+def test_wrong_password_sends_nothing_and_marks_nobody(
+    workspace, run_cli, smtp_starttls_server, monkeypatch
+):
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_starttls_server.ca_file))
+    workspace.env(
+        smtp_host="localhost",
+        smtp_port=smtp_starttls_server.port,
+        smtp_user="notify",
+        smtp_password="wrong-password",
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 4
+    last = result.output.splitlines()[-1]
+    assert last.startswith(
+        f"Error: localhost:{smtp_starttls_server.port} refused the login for notify (535"
+    )
+    hint = "check NOTIFY_SMTP_USER and NOTIFY_SMTP_PASSWORD in .env"
+    again = "run the same command again to continue"
+    assert last.endswith(f"{hint} (stopped after 0 accepted; {again})")
+    assert "wrong-password" not in result.output
+    assert smtp_starttls_server.messages == []
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"accepted": 0' in status.output and '"pending": 3' in status.output
+
+
+def test_wrong_host_sends_nothing(workspace, run_cli, unused_port):
+    workspace.env(smtp_host="127.0.0.1", smtp_port=unused_port, smtp_security="none")
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 4
+    assert f"Error: cannot talk to the relay at 127.0.0.1:{unused_port}" in result.output
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"accepted": 0' in status.output and '"sending": 0' in status.output
+
+
+def test_password_over_plain_text_to_a_remote_host_is_refused(workspace, run_cli):
+    workspace.env(
+        smtp_host="smtp.example.com", smtp_security="none", smtp_user="u", smtp_password="p"
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == (
+        "Error: refusing to send the SMTP password unencrypted to smtp.example.com; "
+        "set NOTIFY_SMTP_SECURITY=starttls or tls"
+    )
+
+
+def test_sender_refused_stops_the_run_with_one_line(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    smtp_server.refuse_sender = "support@acme.example"
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 4
+    assert result.output.count("Error:") == 1
+    assert "refused the sender support@acme.example (553" in result.output
+    status = run_cli(workspace, "status", "--incident", "42", "--json")
+    assert '"pending": 3' in status.output
+
+
+def test_without_a_terminal_and_without_yes_it_refuses(workspace, run_notify, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_notify(workspace, "send", "--incident", "42")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "Error: sending needs a yes and there is no terminal to ask; run again with --yes"
+    )
+    assert smtp_server.messages == []

@@ -1,0 +1,147 @@
+"""The promises of PRODUCT.md, each with a test that fails if it breaks."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from email import message_from_bytes, policy
+
+from notify.delivery import DEFAULT_BATCH_SIZE
+from tests.conftest import REPO_ROOT, make_rows, notify_env
+
+CONNECTIONS = 2
+IN_FLIGHT = CONNECTIONS * DEFAULT_BATCH_SIZE  # what a crash may leave in doubt at most
+
+
+def test_a_template_error_in_the_last_recipient_sends_nothing(workspace, run_cli, smtp_server):
+    """Promise 1: nothing is sent unless every message rendered."""
+    workspace.smtp(smtp_server)
+    rows = make_rows(50)
+    rows[-1][0] = ""  # the last customer has no name ...
+    workspace.write("templates/apology/subject.j2", "Sorry, {{ customer.name }}\n")  # ... required
+    workspace.rows(rows)
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 3
+    assert "customer49@example.com (data/affected.csv row 51)" in result.output
+    assert smtp_server.messages == [] and smtp_server.connections == 0
+
+
+def test_a_rerun_never_sends_twice(workspace, run_cli, smtp_server):
+    """Promise 2: a recipient recorded as sent is never sent the same message again."""
+    workspace.smtp(smtp_server)
+    workspace.rows(make_rows(30))
+    smtp_server.fail_next(1, "421 4.7.0 Shutting down")  # retried within the run
+    assert run_cli(workspace, "send", "--incident", "42", "--yes", "--limit", "12").exit_code == 0
+    for _ in range(2):
+        assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    delivered = Counter(m.rcpt_tos[0] for m in smtp_server.messages)
+    assert len(delivered) == 30
+    assert set(delivered.values()) == {1}
+
+
+def test_sigkill_mid_send_then_rerun_leaves_everyone_told_once(workspace, smtp_server):
+    """Promise 2 and 5: kill -9 mid-run; the re-run settles the in-flight ones only."""
+    workspace.smtp(smtp_server, connections=CONNECTIONS)
+    workspace.rows(make_rows(200))
+    smtp_server.delay = 0.004
+    command = [
+        sys.executable,
+        "-m",
+        "notify",
+        "send",
+        "--incident",
+        "42",
+        "--yes",
+        "--workspace",
+        str(workspace.root),
+    ]
+    sender = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=notify_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp_server.messages) < 70 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sender.send_signal(signal.SIGKILL)
+    sender.wait(timeout=10)
+    killed_at = len(smtp_server.messages)
+    assert 70 <= killed_at < 200, "the kill must land mid-run"
+
+    ledger = workspace.root / ".notify" / "ledger.sqlite3"
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        in_doubt = db.execute("SELECT count(*) FROM recipients WHERE state='sending'").fetchone()[0]
+    assert 0 < in_doubt <= IN_FLIGHT
+
+    smtp_server.delay = 0
+    rerun = subprocess.run(
+        command, cwd=REPO_ROOT, env=notify_env(), capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    by_address = Counter(m.rcpt_tos[0] for m in smtp_server.messages)
+    assert sorted(by_address) == sorted(f"customer{n}@example.com" for n in range(200))
+    duplicated = [address for address, n in by_address.items() if n > 1]
+    assert len(duplicated) <= in_doubt
+    assert max(by_address.values()) <= 2
+    for address in duplicated:  # a re-sent message is the same message
+        ids = {
+            message_from_bytes(m.data, policy=policy.default)["Message-ID"]
+            for m in smtp_server.messages
+            if m.rcpt_tos[0] == address
+        }
+        assert len(ids) == 1
+    with sqlite3.connect(ledger) as db:
+        states = dict(db.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
+    assert states == {"accepted": 200}
+
+
+def test_no_customer_is_silently_dropped(workspace, run_cli, smtp_server):
+    """Promise 3: each row ends as sent, or in the rejects list with a reason."""
+    workspace.smtp(smtp_server)
+    rows = make_rows(10, items_each=2) + [
+        ["X", "not-an-address", "", "A-x", "1"],
+        ["Y", "", "", "A-y", "1"],
+    ]
+    workspace.rows(rows)
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    rejects = (workspace.root / ".notify" / "incident-42" / "rejects.csv").read_text().splitlines()
+    assert len(rejects) == 1 + 2
+    assert len({m.rcpt_tos[0] for m in smtp_server.messages}) == 10
+
+
+def test_a_name_with_a_line_break_cannot_add_a_header(workspace, run_cli, smtp_server):
+    """Promise 4: personalised fields cannot inject headers."""
+    workspace.smtp(smtp_server)
+    workspace.rows(
+        [
+            ["Ann", "ann@example.com", "", "A-1", "1"],
+            ["Eve\r\nBcc: victim@example.net", "eve@example.com", "", "A-2", "2"],
+        ]
+    )
+    workspace.write("templates/apology/subject.j2", "Hello {{ customer.name }}\n")
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 3
+    assert "eve@example.com (data/affected.csv row 3): the subject holds a line break" in (
+        result.output
+    )
+    assert smtp_server.messages == []
+
+
+def test_html_in_a_name_is_escaped_in_the_html_part(workspace, run_cli, smtp_server):
+    """Promise 4: personalised fields cannot inject markup."""
+    workspace.smtp(smtp_server)
+    workspace.rows([["<b>Bold</b> <script>x()</script>", "b@example.com", "", "A-1", "1"]])
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    message = message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
+    html = message.get_body(("html",)).get_content()
+    assert "&lt;b&gt;Bold&lt;/b&gt; &lt;script&gt;x()&lt;/script&gt;" in html
+    assert "<script>" not in html
+    assert "<b>Bold</b>" in message.get_body(("plain",)).get_content()
