@@ -24,6 +24,7 @@ from notify.replies import Verdict, classify, retry_after
 from notify.transports import Transport
 
 DEFAULT_BATCH_SIZE = 20
+CALM_SENDS = 200  # accepted messages in a row before a lost connection slot comes back
 
 
 class Recorder(Protocol):
@@ -64,9 +65,16 @@ class DeliveryOptions:
 class RateLimiter:
     """Spaces sends 1/rate apart across all threads, so the rate never overshoots."""
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.interval = 1.0 / rate if rate else 0.0
         self.clock = clock
+        self.sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -78,23 +86,39 @@ class RateLimiter:
             slot = max(now, self._next)
             self._next = slot + self.interval
         if slot > now:
-            time.sleep(slot - now)
+            self.sleep(slot - now)
 
 
 class Throttle:
-    """Shared back-off: how many connections may work, and until when everyone waits."""
+    """Shared back-off: how many connections may send at once, and until when all wait."""
 
     def __init__(self, connections: int, max_pause: float) -> None:
         self.allowed = connections
         self.max_pause = max_pause
+        self._active = 0
         self._pause_until = 0.0
         self._calm_sends = 0
         self._ceiling = connections
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+
+    def enter(self, on_wait: Callable[[], None]) -> None:
+        """Wait for a sending slot; `on_wait` runs first if we must wait (close the idle
+        connection, so the relay really sees fewer)."""
+        with self._turn:
+            if self._active >= self.allowed:
+                on_wait()
+            while self._active >= self.allowed:
+                self._turn.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._turn:
+            self._active -= 1
+            self._turn.notify()
 
     def slow_down(self, seconds: float) -> None:
         """The relay pushed back: one connection fewer, and a pause for everyone."""
-        with self._lock:
+        with self._turn:
             self.allowed = max(1, self.allowed - 1)
             self._calm_sends = 0
             until = time.monotonic() + min(seconds, self.max_pause)
@@ -102,11 +126,12 @@ class Throttle:
 
     def went_well(self) -> None:
         """After a calm stretch, allow one more connection again."""
-        with self._lock:
+        with self._turn:
             self._calm_sends += 1
-            if self._calm_sends >= 200 and self.allowed < self._ceiling:
+            if self._calm_sends >= CALM_SENDS and self.allowed < self._ceiling:
                 self.allowed += 1
                 self._calm_sends = 0
+                self._turn.notify()
 
     def wait(self) -> None:
         delay = self._pause_until - time.monotonic()
@@ -169,8 +194,8 @@ def _deliver_round(run: _Run, messages: Iterator[Outgoing], transports: list[Tra
     """Feed batches to one worker thread per transport until the messages run out."""
     batches: queue.Queue[list[Outgoing] | None] = queue.Queue(maxsize=2 * len(transports))
     workers = [
-        threading.Thread(target=_work, args=(run, batches, transport, index), daemon=True)
-        for index, transport in enumerate(transports)
+        threading.Thread(target=_work, args=(run, batches, transport), daemon=True)
+        for transport in transports
     ]
     for worker in workers:
         worker.start()
@@ -194,21 +219,19 @@ def _deliver_round(run: _Run, messages: Iterator[Outgoing], transports: list[Tra
             worker.join()
 
 
-def _work(
-    run: _Run, batches: queue.Queue[list[Outgoing] | None], transport: Transport, index: int
-) -> None:
+def _work(run: _Run, batches: queue.Queue[list[Outgoing] | None], transport: Transport) -> None:
     while (batch := batches.get()) is not None:
         if run.stop.is_set():
             continue
-        while index >= run.throttle.allowed and not run.stop.is_set():
-            transport.close()  # parked: the relay asked for fewer connections
-            time.sleep(0.05)
+        run.throttle.enter(on_wait=transport.close)
         try:
             _send_batch(run, batch, transport)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with run.lock:
                 run.error = run.error or exc
             run.stop.set()
+        finally:
+            run.throttle.leave()
 
 
 def _send_batch(run: _Run, batch: list[Outgoing], transport: Transport) -> None:

@@ -81,6 +81,7 @@ DATA_REPLIES: dict[str, str] = {
 REFUSED_SENDER_REPLY = "553 5.7.1 Sender address rejected"
 AUTH_REQUIRED_REPLY = "530 5.7.0 Authentication required"
 
+DROP = "drop"  # a scripted failure that closes the connection without a reply
 _REPLY_RE = re.compile(r"^[2-5]\d\d[ -]")
 
 
@@ -95,6 +96,7 @@ class Received:
     queue_id: str = ""
     mail_options: list[str] = field(default_factory=list)  # e.g. ["SMTPUTF8", "BODY=8BITMIME"]
     login: str | None = None  # the AUTH user, if the session authenticated
+    at: float = field(default_factory=time.monotonic)  # when the server accepted it
 
     @property
     def message(self) -> EmailMessage:
@@ -209,6 +211,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.owner._take_rcpt_drop():
+            server.drop()
+            return "250 2.1.5 never sent"  # swallowed by _Protocol.push
         reply = RCPT_REPLIES.get(_kind(address))
         if reply is not None:
             return reply.format(address=address)
@@ -219,6 +224,9 @@ class _Handler:
     async def handle_DATA(self, server: _Protocol, session: Session, envelope: Envelope) -> str:
         owner = self.owner
         scripted = owner._take_scripted_failure()
+        if scripted == DROP:
+            server.drop()
+            return "250 2.0.0 Ok: never sent"  # swallowed by _Protocol.push
         if scripted is not None:
             return scripted
         kinds = {_kind(address) for address in envelope.rcpt_tos}
@@ -297,6 +305,7 @@ class SmtpServer:
         self._commands: list[str] = []
         self._connections = 0
         self._scripted: list[str] = []
+        self._rcpt_drops = 0
         self._controller: _Controller | None = None
         self._tmpdir: str | None = None
         self.ca: trustme.CA | None = None
@@ -365,6 +374,15 @@ class SmtpServer:
         with self._lock:
             self._scripted.extend([reply] * n)
 
+    def drop_next(self, n: int, *, at: Literal["rcpt", "data"]) -> None:
+        """Close the connection without a reply at the next `n` RCPTs, or ends of DATA
+        (the client then cannot know whether the message was accepted)."""
+        with self._lock:
+            if at == "rcpt":
+                self._rcpt_drops += n
+            else:
+                self._scripted.extend([DROP] * n)
+
     def reset(self) -> None:
         """Forget messages, commands and connections; restore every switch to its default."""
         with self._lock:
@@ -372,6 +390,7 @@ class SmtpServer:
             self._commands.clear()
             self._connections = 0
             self._scripted.clear()
+            self._rcpt_drops = 0
             self.refuse_sender = None
             self.delay = self._default_delay
             self.slow_seconds = self._default_slow_seconds
@@ -431,6 +450,13 @@ class SmtpServer:
         with self._lock:
             self._messages.append(message)
             self._lock.notify_all()
+
+    def _take_rcpt_drop(self) -> bool:
+        with self._lock:
+            if self._rcpt_drops:
+                self._rcpt_drops -= 1
+                return True
+            return False
 
     def _take_scripted_failure(self) -> str | None:
         with self._lock:

@@ -226,3 +226,23 @@ def test_without_a_terminal_and_without_yes_it_refuses(workspace, run_notify, sm
         "Error: sending needs a yes and there is no terminal to ask; run again with --yes"
     )
     assert smtp_server.messages == []
+
+
+def test_in_doubt_is_shown_and_settled_by_the_next_run(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    smtp_server.drop_next(1, at="data")
+    first = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert first.exit_code == 1
+    assert "Sent: 2 accepted, 0 deferred, 0 refused, 1 in doubt." in first.output
+    assert "row 2: ann@example.com: in doubt connection lost after the message was sent" in (
+        first.output
+    )
+    status = run_cli(workspace, "status", "--incident", "42")
+    assert "  in doubt          1" in status.output.splitlines()
+    second = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert second.exit_code == 0, second.output
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        "bob@example.com",
+        "zoe@example.org",
+        "ann@example.com",
+    ]
