@@ -89,6 +89,11 @@ def check(incident_id: str, workspace_dir: Path) -> None:
 @click.option("--yes", is_flag=True, help="Send without asking for confirmation.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients this run.")
 @click.option("--to", "test_address", metavar="ADDRESS", help="Test send: deliver to ADDRESS only.")
+@click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Go on although templates or export changed since this incident was first sent.",
+)
 def send(
     incident_id: str,
     workspace_dir: Path,
@@ -97,6 +102,7 @@ def send(
     yes: bool,
     limit: int | None,
     test_address: str | None,
+    accept_changes: bool,
 ) -> None:
     """Check, confirm, then send to everyone not yet sent to (re-running is safe)."""
     workspace = Workspace.open(workspace_dir)
@@ -119,7 +125,9 @@ def send(
         )
         click.echo("No customer was marked as sent.")
         sys.exit(EXIT_OK if s.accepted == s.attempted else EXIT_UNDELIVERED)
-    plan = pipeline.plan_send(workspace, incident_id, os.environ, limit=limit)
+    plan = pipeline.plan_send(
+        workspace, incident_id, os.environ, limit=limit, accept_changes=accept_changes
+    )
     _print_check(plan.report)
     if not plan.to_send:
         click.echo("\nNothing to send: everyone has been sent to already.")

@@ -9,10 +9,9 @@ number of connections and pauses everyone, honouring any "retry in N seconds".
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
@@ -28,26 +27,45 @@ CALM_SENDS = 200  # accepted messages in a row before a lost connection slot com
 
 
 class Recorder(Protocol):
-    """What delivery tells about each batch: before it goes, and what became of it."""
+    """What delivery tells about each batch once it went (or could not go)."""
 
-    def begin(self, keys: Sequence[str]) -> None: ...
+    def release(self, keys: Sequence[str]) -> None:
+        """Messages taken but certainly never handed over."""
 
-    def release(self, keys: Sequence[str]) -> None: ...
-
-    def record(self, outcomes: Sequence[Outcome]) -> None: ...
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """What the relay said, for a whole batch at once."""
 
 
 class NoRecord:
     """For previews and test sends: nobody is marked as anything."""
-
-    def begin(self, keys: Sequence[str]) -> None:
-        pass
 
     def release(self, keys: Sequence[str]) -> None:
         pass
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         pass
+
+
+class BatchSource(Protocol):
+    """Hands out the next batch of messages to whichever worker asks; [] when done.
+
+    The ledger's source claims recipients (marking them SENDING) as it hands them out,
+    so a batch is claimed only when a connection is free to send it."""
+
+    def next_batch(self) -> list[Outgoing]: ...
+
+
+class ListSource:
+    """Batches from an iterable, for previews, test sends and in-run retries."""
+
+    def __init__(self, messages: Iterable[Outgoing], size: int = DEFAULT_BATCH_SIZE) -> None:
+        self._messages = iter(messages)
+        self._size = size
+        self._lock = threading.Lock()
+
+    def next_batch(self) -> list[Outgoing]:
+        with self._lock:
+            return list(islice(self._messages, self._size))
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,7 @@ class _Run:
     recorder: Recorder
     options: DeliveryOptions
     on_outcome: Callable[[Outcome], None] | None
-    limiter: RateLimiter
+    pace: Callable[[], None]
     throttle: Throttle
     final: dict[str, Outcome] = field(default_factory=dict)
     retry: list[tuple[Outgoing, int]] = field(default_factory=list)  # message, tries so far
@@ -157,74 +175,70 @@ class _Run:
 
 
 def deliver(
-    messages: Iterable[Outgoing],
+    source: BatchSource,
     make_transport: Callable[[], Transport],
     recorder: Recorder,
     *,
     options: DeliveryOptions | None = None,
+    pace: Callable[[], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunSummary:
-    """Send everything; a DeliveryError stops the run with the unsent ones still pending."""
+    """Send everything; a DeliveryError stops the run with the unsent ones still pending.
+
+    `pace` waits for the next send slot; by default a local limiter for options.rate."""
     options = options or DeliveryOptions()
     run = _Run(
         recorder,
         options,
         on_outcome,
-        RateLimiter(options.rate),
+        pace or RateLimiter(options.rate).acquire,
         Throttle(options.connections, options.max_pause),
     )
     first = make_transport()
     first.open()  # a wrong host or password stops the run here, before anything is sent
     transports = [first] + [make_transport() for _ in range(options.connections - 1)]
-    _deliver_round(run, iter(messages), transports)
-    for round_number in range(options.retries):
-        if not run.retry or run.error or run.stop.is_set():
-            break
-        waiting, run.retry = run.retry, []
-        time.sleep(min(options.first_retry_delay * 2**round_number, options.max_pause))
-        _deliver_round(run, iter(m for m, _ in waiting), transports)
-    for transport in transports:
-        transport.close()
+    try:
+        _deliver_round(run, source, transports)
+        for round_number in range(options.retries):
+            if not run.retry or run.error or run.stop.is_set():
+                break
+            waiting, run.retry = run.retry, []
+            time.sleep(min(options.first_retry_delay * 2**round_number, options.max_pause))
+            _deliver_round(run, ListSource(m for m, _ in waiting), transports)
+    finally:
+        for transport in transports:
+            transport.close()
     if run.error:
         raise run.error
     return _summary(run.final)
 
 
-def _deliver_round(run: _Run, messages: Iterator[Outgoing], transports: list[Transport]) -> None:
-    """Feed batches to one worker thread per transport until the messages run out."""
-    batches: queue.Queue[list[Outgoing] | None] = queue.Queue(maxsize=2 * len(transports))
+def _deliver_round(run: _Run, source: BatchSource, transports: list[Transport]) -> None:
+    """One worker thread per transport, each taking batches until the source is dry."""
     workers = [
-        threading.Thread(target=_work, args=(run, batches, transport), daemon=True)
+        threading.Thread(target=_work, args=(run, source, transport), daemon=True)
         for transport in transports
     ]
     for worker in workers:
         worker.start()
     try:
-        for batch in _batches(messages, run.options.batch_size):
-            while not run.stop.is_set():
-                try:
-                    batches.put(batch, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            if run.stop.is_set():
-                break
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # a timed join lets Ctrl-C through
     except BaseException:
-        run.stop.set()  # Ctrl-C: workers finish and record their current batch
-        raise
-    finally:
-        for _ in workers:
-            batches.put(None)
+        run.stop.set()  # workers finish their current message and record their batch
         for worker in workers:
             worker.join()
+        raise
 
 
-def _work(run: _Run, batches: queue.Queue[list[Outgoing] | None], transport: Transport) -> None:
-    while (batch := batches.get()) is not None:
-        if run.stop.is_set():
-            continue
+def _work(run: _Run, source: BatchSource, transport: Transport) -> None:
+    while not run.stop.is_set():
         run.throttle.enter(on_wait=transport.close)
         try:
+            batch = source.next_batch()
+            if not batch:
+                return
             _send_batch(run, batch, transport)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with run.lock:
@@ -235,15 +249,13 @@ def _work(run: _Run, batches: queue.Queue[list[Outgoing] | None], transport: Tra
 
 
 def _send_batch(run: _Run, batch: list[Outgoing], transport: Transport) -> None:
-    with run.lock:
-        run.recorder.begin([m.key for m in batch])
     outcomes: list[Outcome] = []
     try:
         for message in batch:
             if run.stop.is_set():
                 break
             run.throttle.wait()
-            run.limiter.acquire()
+            run.pace()
             outcome = transport.send(message)
             outcomes.append(outcome)
             _judge(run, message, outcome)
@@ -292,8 +304,3 @@ def _summary(final: dict[str, Outcome]) -> RunSummary:
             continue
         summary.undelivered.append(outcome)
     return summary
-
-
-def _batches(messages: Iterator[Outgoing], size: int) -> Iterator[list[Outgoing]]:
-    while batch := list(islice(messages, size)):
-        yield batch

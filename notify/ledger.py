@@ -46,6 +46,9 @@ recipients_table = sa.Table(
     sa.Column("first_row", sa.Integer),
     sa.Column("source", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_by", sa.String(120)),  # the sender holding it while SENDING
+    sa.Column("lease_until", sa.Float),  # epoch seconds; past it, another sender may take over
+    sa.Index("recipients_by_state", "incident_id", "state", "first_row"),
 )
 
 events_table = sa.Table(
@@ -61,9 +64,46 @@ events_table = sa.Table(
     sa.Index("events_by_recipient", "incident_id", "key"),
 )
 
-# version -> (name, tables it creates); a later version adds its own tables or columns.
-MIGRATIONS: dict[int, tuple[str, list[sa.Table]]] = {
-    1: ("recipients, events", [recipients_table, events_table]),
+senders_table = sa.Table(
+    "senders",
+    metadata,
+    sa.Column("id", sa.String(120), primary_key=True),  # host:pid:random
+    sa.Column("incident_id", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    sa.Column("sent", sa.Integer, nullable=False, default=0),
+    sa.Column("finished", sa.Boolean, nullable=False, default=False),
+)
+
+pacing_table = sa.Table(  # one row per incident: the next free send slot, for NOTIFY_RATE
+    "pacing",
+    metadata,
+    sa.Column("incident_id", sa.String(64), primary_key=True),
+    sa.Column("next_slot", sa.Float, nullable=False),
+)
+
+fingerprints_table = sa.Table(  # what an incident's messages are made of, decided once
+    "fingerprints",
+    metadata,
+    sa.Column("incident_id", sa.String(64), primary_key=True),
+    sa.Column("templates", sa.String(64), nullable=False),
+    sa.Column("data", sa.String(64), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# version -> (name, tables it creates, (table, column) pairs it adds to older tables).
+# Each step is idempotent, so a fresh ledger (whose tables already have every column)
+# and an old one end at the same schema.
+MIGRATIONS: dict[int, tuple[str, list[sa.Table], list[tuple[sa.Table, str]]]] = {
+    1: ("recipients, events", [recipients_table, events_table], []),
+    2: (
+        "senders, pacing, fingerprints; claims and leases on recipients",
+        [senders_table, pacing_table, fingerprints_table],
+        [(recipients_table, "claimed_by"), (recipients_table, "lease_until")],
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -107,13 +147,17 @@ class Ledger:
     def migrate(self) -> int:
         """Apply every migration not yet recorded in the database; returns the version."""
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":  # two senders starting together
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(4242424242)"))
             migrations_table.create(connection, checkfirst=True)
             applied = set(connection.scalars(sa.select(migrations_table.c.version)))
-            for version, (name, tables) in sorted(MIGRATIONS.items()):
+            for version, (name, tables, columns) in sorted(MIGRATIONS.items()):
                 if version in applied:
                     continue
                 for table in tables:
                     table.create(connection, checkfirst=True)
+                for table, column in columns:
+                    _add_column(connection, table, column)
                 connection.execute(
                     migrations_table.insert().values(version=version, name=name, applied_at=_now())
                 )
@@ -138,7 +182,7 @@ class Ledger:
             for r in registrations
         ]
         if rows:
-            statement = self._insert(recipients_table).on_conflict_do_nothing()
+            statement = self.insert(recipients_table).on_conflict_do_nothing()
             self._write(lambda c: c.execute(statement, rows))
 
     def states(self, incident_id: str) -> dict[str, State]:
@@ -177,6 +221,36 @@ class Ledger:
         )
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def check_fingerprint(
+        self, incident_id: str, *, templates: str, data: str, accept_changes: bool = False
+    ) -> None:
+        """Decide an incident's content once: refuse a run whose templates or export differ
+        from what earlier runs (or other senders) sent, unless told to accept the change."""
+        table = fingerprints_table
+        row = {"incident_id": incident_id, "templates": templates, "data": data}
+        with self.engine.begin() as connection:
+            connection.execute(
+                self.insert(table).on_conflict_do_nothing(), {**row, "recorded_at": _now()}
+            )
+            recorded = connection.execute(
+                sa.select(table).where(table.c.incident_id == incident_id)
+            ).one()
+            changed = [
+                what for what in ("templates", "data") if getattr(recorded, what) != row[what]
+            ]
+            if changed and accept_changes:
+                connection.execute(
+                    table.update()
+                    .where(table.c.incident_id == incident_id)
+                    .values(templates=templates, data=data, recorded_at=_now())
+                )
+            elif changed:
+                raise LedgerError(
+                    f"incident {incident_id} was sent with other {' and '.join(changed)} "
+                    f"(recorded {recorded.recorded_at:%Y-%m-%d %H:%M}); sending now would mix "
+                    "two versions: restore them, or pass --accept-changes to go on with these"
+                )
 
     def begin(self, incident_id: str, keys: Iterable[str]) -> None:
         """Mark a batch SENDING before it goes: after a crash these are the ones in doubt."""
@@ -228,6 +302,8 @@ class Ledger:
             return
         table = recipients_table
         values: dict[str, object] = {"state": state.value, "updated_at": _now()}
+        if state is State.PENDING:
+            values.update(claimed_by=None, lease_until=None)
         if count_attempt:
             values["attempts"] = table.c.attempts + 1
         statement = (
@@ -237,7 +313,8 @@ class Ledger:
         )
         self._write(lambda c: c.execute(statement))
 
-    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    def insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that can say ON CONFLICT DO NOTHING in this database's dialect."""
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
 
@@ -259,12 +336,23 @@ def _url(location: str | Path) -> sa.URL:
     text = str(location)
     if "://" in text:
         try:
-            return sa.make_url(text)
-        except sa.exc.ArgumentError as exc:
+            url = sa.make_url(text)
+            if url.drivername in ("postgresql", "postgres"):  # psycopg 3 is what we install
+                url = url.set(drivername="postgresql+psycopg")
+            return url
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port like ':abc'
             raise LedgerError(f"NOTIFY_LEDGER={text!r} is not a database URL or path") from exc
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     return sa.URL.create("sqlite+pysqlite", database=str(path))
+
+
+def _add_column(connection: sa.Connection, table: sa.Table, name: str) -> None:
+    existing = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
+    if name not in existing:
+        column = table.c[name]
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

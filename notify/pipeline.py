@@ -6,21 +6,25 @@ Each verb loads and checks the whole incident first (Promise 1), then does one t
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from notify.cleaning import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
-from notify.delivery import DeliveryOptions, NoRecord, deliver
-from notify.errors import ManifestError, RenderError
+from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
+from notify.errors import LedgerError, ManifestError, RenderError
 from notify.ledger import Ledger, Registration
 from notify.manifest import Manifest, load_manifest
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
 from notify.previews import PreviewWriter
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
+from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources import load_sources
 from notify.transports import RedirectTransport, SmtpTransport, Transport
@@ -164,19 +168,28 @@ def preview(
     target = folder or workspace.default_preview_dir(incident_id)
     recipients = incident.cleaned.recipients[:limit]
     writer = PreviewWriter(target)
-    summary = deliver(incident.outgoing(recipients), lambda: writer, NoRecord())
+    summary = deliver(ListSource(incident.outgoing(recipients)), lambda: writer, NoRecord())
     return SendResult(summary, preview_dir=target)
 
 
 def plan_send(
-    workspace: Workspace, incident_id: str, environ: Mapping[str, str], *, limit: int | None = None
+    workspace: Workspace,
+    incident_id: str,
+    environ: Mapping[str, str],
+    *,
+    limit: int | None = None,
+    accept_changes: bool = False,
 ) -> SendPlan:
-    """Check, then register every recipient in the ledger and pick who is still owed a message."""
+    """Check, register every recipient in the ledger, and count who is still owed a message."""
     report = check(workspace, incident_id, environ)
     require_ok(report)
     incident = report.incident
     SmtpTransport(incident.settings)  # validates the SMTP settings before asking anyone
     ledger = incident.open_ledger()
+    templates, data = fingerprints(incident)
+    ledger.check_fingerprint(
+        incident_id, templates=templates, data=data, accept_changes=accept_changes
+    )
     ledger.register(incident_id, [_registration(incident, r) for r in incident.cleaned.recipients])
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
@@ -185,25 +198,70 @@ def plan_send(
 
 
 def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None) -> SendResult:
-    """Deliver the plan over SMTP, recording every outcome in the ledger as it happens."""
+    """Claim batches from the ledger and deliver them over SMTP, recording every outcome.
+
+    Several `notify send` processes on one incident share the work through their claims."""
     incident = plan.incident
-    ledger = incident.open_ledger()
     settings = incident.settings
-    summary = deliver(
-        incident.outgoing(plan.to_send),
-        lambda: SmtpTransport(settings),
-        _LedgerRecorder(ledger, incident.incident_id),
-        options=DeliveryOptions(
-            connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
-            rate=settings.rate,
-            retries=settings.retries,
-            first_retry_delay=settings.retry_delay,
-        ),
-        on_outcome=on_outcome,
-    )
+    ledger = incident.open_ledger()
+    sender = Sender(ledger, incident.incident_id, rate=settings.rate)
+    sender.start()
+    source = _ClaimSource(incident, sender, limit=len(plan.to_send))
+    try:
+        summary = deliver(
+            source,
+            lambda: SmtpTransport(settings),
+            _LedgerRecorder(ledger, incident.incident_id, sender),
+            options=DeliveryOptions(
+                connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
+                retries=settings.retries,
+                first_retry_delay=settings.retry_delay,
+            ),
+            pace=sender.pace,
+            on_outcome=on_outcome,
+        )
+    finally:
+        sender.finish()
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
     return SendResult(summary, undelivered=undelivered)
+
+
+def fingerprints(incident: Incident) -> tuple[str, str]:
+    """What the messages are made of: templates (with the manifest's wording), and data."""
+    templates = hashlib.sha256()
+    for path in sorted(incident.templates.folder.glob("*.j2")):
+        templates.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    manifest = incident.manifest
+    wording = [manifest.title, manifest.sender, manifest.reply_to, manifest.facts]
+    templates.update(json.dumps(wording, sort_keys=True, default=str).encode())
+    data = hashlib.sha256()
+    for r in incident.cleaned.recipients:
+        data.update(json.dumps([r.key, r.fields, r.items], sort_keys=True, default=str).encode())
+    return templates.hexdigest(), data.hexdigest()
+
+
+class _ClaimSource:
+    """Batches claimed from the ledger as workers ask for them, rendered on the spot."""
+
+    def __init__(self, incident: Incident, sender: Sender, *, limit: int) -> None:
+        self.incident = incident
+        self.sender = sender
+        self.left = limit
+        self.by_key = {r.key: r for r in incident.cleaned.recipients}
+        self._lock = threading.Lock()
+
+    def next_batch(self) -> list[Outgoing]:
+        with self._lock:
+            keys = self.sender.claim(min(DEFAULT_BATCH_SIZE, self.left))
+            self.left -= len(keys)
+        missing = [key for key in keys if key not in self.by_key]
+        if missing:
+            raise LedgerError(
+                f"the ledger holds {missing[0]} for incident {self.incident.incident_id}, "
+                "but the export does not; restore the export the incident was started with"
+            )
+        return list(self.incident.outgoing([self.by_key[key] for key in keys]))
 
 
 def test_send(
@@ -220,7 +278,7 @@ def test_send(
     incident = report.incident
     transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
     recipients = incident.cleaned.recipients[:limit]
-    summary = deliver(incident.outgoing(recipients), lambda: transport, NoRecord())
+    summary = deliver(ListSource(incident.outgoing(recipients)), lambda: transport, NoRecord())
     return SendResult(summary)
 
 
@@ -261,19 +319,17 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
 
 
 class _LedgerRecorder:
-    """Binds the ledger to one incident for delivery."""
+    """Binds the ledger to one incident and one sender for delivery."""
 
-    def __init__(self, ledger: Ledger, incident_id: str) -> None:
-        self.ledger, self.incident_id = ledger, incident_id
+    def __init__(self, ledger: Ledger, incident_id: str, sender: Sender) -> None:
+        self.ledger, self.incident_id, self.sender = ledger, incident_id, sender
 
-    def begin(self, keys: Any) -> None:
-        self.ledger.begin(self.incident_id, keys)
-
-    def release(self, keys: Any) -> None:
+    def release(self, keys: Sequence[str]) -> None:
         self.ledger.release(self.incident_id, keys)
 
-    def record(self, outcomes: Any) -> None:
+    def record(self, outcomes: Sequence[Outcome]) -> None:
         self.ledger.record(self.incident_id, outcomes)
+        self.sender.count_sent(sum(1 for o in outcomes if o.state is State.ACCEPTED))
 
 
 def _registration(incident: Incident, recipient: Recipient) -> Registration:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from notify.compose import Outgoing
-from notify.delivery import DeliveryOptions, RateLimiter, deliver
+from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver
 from notify.errors import SenderRefusedError
 from notify.models import Outcome, State
 from notify.settings import Settings
@@ -19,12 +19,8 @@ class Recorded:
     """A recorder that keeps every call, in order, like the ledger would see them."""
 
     def __init__(self) -> None:
-        self.begun: list[str] = []
         self.released: list[str] = []
         self.outcomes: list[Outcome] = []
-
-    def begin(self, keys):
-        self.begun.extend(keys)
 
     def release(self, keys):
         self.released.extend(keys)
@@ -59,7 +55,7 @@ def run(server, addresses, *, max_per_connection=100, **options):
     recorder = Recorded()
     opts = DeliveryOptions(first_retry_delay=0.05, **options)
     summary = deliver(
-        messages(addresses),
+        ListSource(messages(addresses)),
         lambda: SmtpTransport(settings, max_per_connection=max_per_connection),
         recorder,
         options=opts,
@@ -87,7 +83,7 @@ def test_parallel_connections_share_the_work(smtp_server):
     assert smtp_server.connections == 4
     assert len({m.connection for m in smtp_server.messages}) == 4
     assert Counter(m.rcpt_tos[0] for m in smtp_server.messages) == Counter(customers(200))
-    assert len(recorder.begun) == 200 and recorder.released == []
+    assert len(recorder.outcomes) == 200 and recorder.released == []
 
 
 def test_the_rate_cap_holds_across_connections(smtp_server):

@@ -1,0 +1,250 @@
+"""One `notify send` process among possibly several sharing a ledger (SQLite or PostgreSQL).
+
+A sender claims small batches of recipients atomically, with a lease it renews by
+heartbeat. A sender that dies stops renewing: after the lease (or at once, when it ran
+on this host and its process is gone) another sender takes its claims over, and what it
+had in flight is in doubt exactly as after a crash on one machine. Send slots for
+NOTIFY_RATE come from one row per incident, so the cap holds for the whole fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from notify.ledger import Ledger, pacing_table, recipients_table, senders_table
+from notify.models import State
+
+DEFAULT_LEASE_SECONDS = 60.0
+PACING_WINDOW_SECONDS = 0.25  # slots reserved per round trip: a quarter second's worth
+
+
+@dataclass(frozen=True)
+class SenderInfo:
+    """One row of `notify status`'s fleet listing."""
+
+    id: str
+    host: str
+    pid: int
+    claimed: int
+    sent: int
+    heartbeat_age: float
+    finished: bool
+
+
+class Sender:
+    """Claims, leases, heartbeats and pacing for one process on one incident."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        incident_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        rate: float | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.incident_id = incident_id
+        self.lease_seconds = lease_seconds
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.interval = 1.0 / rate if rate else 0.0
+        self._slots: deque[float] = deque()
+        self._slot_lock = threading.Lock()
+        self._claim_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Announce ourselves and keep our leases alive until finish()."""
+        now = time.time()
+        with self.ledger.engine.begin() as connection:
+            connection.execute(
+                senders_table.insert().values(
+                    id=self.id,
+                    incident_id=self.incident_id,
+                    host=self.host,
+                    pid=self.pid,
+                    started_at=now,
+                    heartbeat_at=now,
+                    claimed=0,
+                    sent=0,
+                    finished=False,
+                )
+            )
+            if self.interval:
+                statement = self.ledger.insert(pacing_table).on_conflict_do_nothing()
+                connection.execute(statement, {"incident_id": self.incident_id, "next_slot": now})
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True)
+        self._heartbeat.start()
+
+    def claim(self, limit: int) -> list[str]:
+        """Atomically take up to `limit` recipients nobody else is working on."""
+        if limit <= 0:
+            return []
+        table = recipients_table
+        now = time.time()
+        free = sa.or_(  # never our own: another of our threads may be sending it now
+            table.c.claimed_by.is_(None),
+            table.c.lease_until < now,
+            table.c.claimed_by.in_(self._dead_local_senders()),
+        )
+        claimable = sa.or_(
+            table.c.state == State.PENDING.value,
+            sa.and_(table.c.state.in_([State.SENDING.value, State.DEFERRED.value]), free),
+        )
+        chosen = (
+            sa.select(table.c.key)
+            .where(table.c.incident_id == self.incident_id, claimable)
+            .order_by(table.c.first_row)
+            .limit(limit)
+        )
+        if self.ledger.engine.dialect.name == "postgresql":
+            chosen = chosen.with_for_update(skip_locked=True)
+        statement = (
+            table.update()
+            .where(
+                table.c.incident_id == self.incident_id, table.c.key.in_(chosen.scalar_subquery())
+            )
+            .values(
+                state=State.SENDING.value,
+                claimed_by=self.id,
+                lease_until=now + self.lease_seconds,
+                attempts=table.c.attempts + 1,
+            )
+            .returning(table.c.key, table.c.first_row)
+        )
+        with self._claim_lock, self.ledger.engine.begin() as connection:
+            rows = connection.execute(statement).all()
+            connection.execute(
+                senders_table.update()
+                .where(senders_table.c.id == self.id)
+                .values(claimed=senders_table.c.claimed + len(rows))
+            )
+        return [key for key, _ in sorted(rows, key=lambda row: row[1])]
+
+    def count_sent(self, accepted: int) -> None:
+        if accepted:
+            with self.ledger.engine.begin() as connection:
+                connection.execute(
+                    senders_table.update()
+                    .where(senders_table.c.id == self.id)
+                    .values(sent=senders_table.c.sent + accepted)
+                )
+
+    def pace(self) -> None:
+        """Wait for this process's next slot in the incident-wide rate (NOTIFY_RATE)."""
+        if not self.interval:
+            return
+        with self._slot_lock:
+            if not self._slots:
+                self._reserve_slots()
+            slot = self._slots.popleft()
+        delay = slot - time.time()
+        if delay > 0:
+            time.sleep(delay)
+
+    def finish(self) -> None:
+        """Stop the heartbeat and let go of every claim: nothing of ours is in flight now,
+        so what is still SENDING (in doubt) is free for the next run at once."""
+        self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+        table = recipients_table
+        with self.ledger.engine.begin() as connection:
+            connection.execute(
+                table.update()
+                .where(table.c.incident_id == self.incident_id, table.c.claimed_by == self.id)
+                .values(claimed_by=None, lease_until=None)
+            )
+            connection.execute(
+                senders_table.update().where(senders_table.c.id == self.id).values(finished=True)
+            )
+
+    def _reserve_slots(self) -> None:
+        count = max(1, int(PACING_WINDOW_SECONDS / self.interval))
+        now = time.time()
+        table = pacing_table
+        start_at = sa.case((table.c.next_slot > now, table.c.next_slot), else_=now)
+        statement = (
+            table.update()
+            .where(table.c.incident_id == self.incident_id)
+            .values(next_slot=start_at + count * self.interval)
+            .returning(table.c.next_slot)
+        )
+        with self.ledger.engine.begin() as connection:
+            end = connection.execute(statement).scalar_one()
+        first = end - count * self.interval
+        self._slots.extend(first + n * self.interval for n in range(count))
+
+    def _beat(self) -> None:
+        """Renew our leases and heartbeat until stopped."""
+        table = recipients_table
+        while not self._stopped.wait(self.lease_seconds / 3):
+            now = time.time()
+            with self.ledger.engine.begin() as connection:
+                connection.execute(
+                    table.update()
+                    .where(table.c.incident_id == self.incident_id, table.c.claimed_by == self.id)
+                    .values(lease_until=now + self.lease_seconds)
+                )
+                connection.execute(
+                    senders_table.update()
+                    .where(senders_table.c.id == self.id)
+                    .values(heartbeat_at=now)
+                )
+
+    def _dead_local_senders(self) -> list[str]:
+        """Senders of this incident on this host whose process is gone: no need to wait
+        for their leases."""
+        query = sa.select(senders_table.c.id, senders_table.c.pid).where(
+            senders_table.c.incident_id == self.incident_id,
+            senders_table.c.host == self.host,
+            senders_table.c.finished.is_(False),
+            senders_table.c.id != self.id,
+        )
+        with self.ledger.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [sender_id for sender_id, pid in rows if not _alive(pid)]
+
+
+def fleet(ledger: Ledger, incident_id: str) -> list[SenderInfo]:
+    """Every sender that worked on the incident, newest first."""
+    table = senders_table
+    query = (
+        sa.select(table)
+        .where(table.c.incident_id == incident_id)
+        .order_by(table.c.started_at.desc())
+    )
+    now = time.time()
+    with ledger.engine.connect() as connection:
+        return [
+            SenderInfo(
+                row.id,
+                row.host,
+                row.pid,
+                row.claimed,
+                row.sent,
+                now - row.heartbeat_at,
+                row.finished,
+            )
+            for row in connection.execute(query)
+        ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
