@@ -37,7 +37,8 @@ def resolve_columns(
     by_folded = {_fold_header(name): name for name in available}
     resolved = {}
     for field_name, column in wanted.items():
-        actual = by_folded.get(_fold_header(column))
+        # An exact name wins: 'Email' must not silently become a second 'email ' column.
+        actual = column if column in available else by_folded.get(_fold_header(column))
         if actual is None:
             raise SourceError(
                 f"{where} [{section}] {field_name} = {column!r}: the export has no such column"
@@ -128,7 +129,8 @@ def _check_addresses(addresses: list[str]) -> dict[str, tuple[str, str] | str]:
             verdicts[raw] = f"not a valid address: {exc}"
             continue
         address = valid.ascii_email or valid.normalized
-        verdicts[raw] = (valid.normalized.casefold(), address)
+        # lower(), not casefold(): casefold makes 'straße@' and 'strasse@' one recipient.
+        verdicts[raw] = (valid.normalized.lower(), address)
     return verdicts
 
 

@@ -201,7 +201,7 @@ def _assemble(headers: list[str], text: str, html: str | None, boundary: str) ->
             + body
             + (b"" if body.endswith(b"\r\n") else b"\r\n")
         )
-    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
     head = ("\r\n".join(headers) + "\r\n\r\n").encode()
     delimiter = f"\r\n--{boundary}\r\n".encode()
     return b"".join(

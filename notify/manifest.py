@@ -122,6 +122,8 @@ def _sources(raw: Any, where: str) -> list[SourceSpec]:
     if raw is None:
         raise ManifestError(f'{where}: [source] is missing; add [source] path = "data/....csv"')
     tables = raw if isinstance(raw, list) else [raw]
+    if not tables:
+        raise ManifestError(f'{where}: [[source]] is empty; add [[source]] path = "data/....csv"')
     return [_source(table, where) for table in tables]
 
 

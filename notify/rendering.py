@@ -61,9 +61,8 @@ def _compile(environment: jinja2.Environment, name: str, label: str) -> jinja2.T
             f"{label}/{exc.name} line {exc.lineno}: {exc.message}; fix the template"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise RenderError(
-            f"{label}/{name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
-        ) from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise RenderError(f"{label}/{name} line {line}: not UTF-8 text; save it as UTF-8") from exc
 
 
 def incident_context(incident_id: str, title: str, facts: dict[str, Any]) -> dict[str, Any]:

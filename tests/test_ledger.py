@@ -1,0 +1,404 @@
+"""The ledger: schema versions, idempotent registration, state changes, and kill -9 safety."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from notify.errors import LedgerError
+from notify.ledger import SCHEMA_VERSION, Ledger, Registration
+from notify.models import Outcome, State
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INCIDENT = "42"
+
+
+def registration(key: str, row: int = 2) -> Registration:
+    return Registration(
+        key=key,
+        email=key,
+        token=f"token-{key}",
+        message_id=f"<token-{key}.42@acme.example>",
+        first_row=row,
+        source="data/affected.csv",
+    )
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / ".notify" / "ledger.sqlite3"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[Ledger]:
+    opened = Ledger.open(ledger_path)
+    yield opened
+    opened.dispose()
+
+
+def rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    """Read the file with plain sqlite3, the way an operator (or another tool) would."""
+    with sqlite3.connect(path) as connection:
+        return connection.execute(query).fetchall()
+
+
+def attempts(path: Path, key: str) -> int:
+    ((count,),) = rows(path, f"SELECT attempts FROM recipients WHERE key = '{key}'")
+    return int(count)  # type: ignore[call-overload]
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+def test_open_creates_the_folder_the_schema_and_records_the_version(ledger_path: Path) -> None:
+    Ledger.open(ledger_path).dispose()
+    assert ledger_path.is_file()
+    tables = {name for (name,) in rows(ledger_path, "SELECT name FROM sqlite_master")}
+    assert {"schema_migrations", "recipients", "events", "senders", "pacing"} <= tables
+    versions = rows(ledger_path, "SELECT version, name FROM schema_migrations ORDER BY version")
+    assert versions == [
+        (1, "recipients, events"),
+        (2, "senders, pacing, fingerprints; claims and leases on recipients"),
+    ]
+    assert SCHEMA_VERSION == 2
+
+
+def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
+    """A ledger written before claims existed is brought up to date in place."""
+    import sqlite3
+
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(ledger_path) as db:
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT,"
+            " applied_at TIMESTAMP)"
+        )
+        db.execute("INSERT INTO schema_migrations VALUES (1, 'recipients, events', '2026-01-01')")
+        db.execute(
+            "CREATE TABLE recipients (incident_id TEXT, key TEXT, email TEXT, token TEXT,"
+            " message_id TEXT, state TEXT, attempts INTEGER, code INTEGER, reply TEXT,"
+            " first_row INTEGER, source TEXT, updated_at TIMESTAMP,"
+            " PRIMARY KEY (incident_id, key))"
+        )
+        db.execute(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, incident_id TEXT, key TEXT,"
+            " state TEXT, code INTEGER, reply TEXT, at TIMESTAMP)"
+        )
+    Ledger.open(ledger_path).dispose()
+    columns = {name for (_, name, *_) in rows(ledger_path, "PRAGMA table_info(recipients)")}
+    assert {"claimed_by", "lease_until"} <= columns
+    assert [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")] == [1, 2]
+
+
+def test_migrating_again_is_a_no_op(ledger: Ledger, ledger_path: Path) -> None:
+    before = rows(ledger_path, "SELECT version, applied_at FROM schema_migrations")
+    assert ledger.migrate() == SCHEMA_VERSION
+    Ledger.open(ledger_path).dispose()
+    assert rows(ledger_path, "SELECT version, applied_at FROM schema_migrations") == before
+
+
+def test_the_ledger_uses_wal(ledger: Ledger, ledger_path: Path) -> None:
+    assert rows(ledger_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_a_ledger_survives_being_reopened(ledger_path: Path) -> None:
+    first = Ledger.open(ledger_path)
+    first.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    first.record(INCIDENT, [Outcome("a@x.io", State.ACCEPTED, 250, "2.0.0 queued")])
+    first.dispose()
+    again = Ledger.open(ledger_path)
+    assert again.states(INCIDENT) == {"a@x.io": State.ACCEPTED, "b@x.io": State.PENDING}
+    again.dispose()
+
+
+# --- register ------------------------------------------------------------------------
+
+
+def test_register_adds_recipients_as_pending(ledger: Ledger) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    assert ledger.states(INCIDENT) == {"a@x.io": State.PENDING, "b@x.io": State.PENDING}
+    assert ledger.states("43") == {}
+
+
+def test_register_is_idempotent_and_never_resets_a_state(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.record(INCIDENT, [Outcome("a@x.io", State.ACCEPTED, 250, "ok")])
+    ledger.begin(INCIDENT, ["b@x.io"])
+    ledger.register(INCIDENT, [registration("a@x.io", row=99), registration("b@x.io")])
+    ledger.register(INCIDENT, [registration("c@x.io")])
+    assert ledger.states(INCIDENT) == {
+        "a@x.io": State.ACCEPTED,
+        "b@x.io": State.SENDING,
+        "c@x.io": State.PENDING,
+    }
+    assert rows(
+        ledger_path, "SELECT first_row, attempts, code FROM recipients WHERE key='a@x.io'"
+    ) == [(2, 1, 250)]
+    assert rows(ledger_path, "SELECT count(*) FROM recipients") == [(3,)]
+
+
+def test_register_nothing_is_fine(ledger: Ledger) -> None:
+    ledger.register(INCIDENT, [])
+    assert ledger.states(INCIDENT) == {}
+
+
+def test_incidents_are_kept_apart(ledger: Ledger) -> None:
+    ledger.register("42", [registration("a@x.io")])
+    ledger.register("43", [registration("a@x.io")])
+    ledger.begin("42", ["a@x.io"])
+    ledger.record("42", [Outcome("a@x.io", State.ACCEPTED, 250)])
+    assert ledger.states("43") == {"a@x.io": State.PENDING}
+
+
+# --- begin, release, record ----------------------------------------------------------
+
+
+def test_begin_marks_sending_and_counts_an_attempt(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    ledger.begin(INCIDENT, iter(["a@x.io"]))
+    assert ledger.states(INCIDENT) == {"a@x.io": State.SENDING, "b@x.io": State.PENDING}
+    assert (attempts(ledger_path, "a@x.io"), attempts(ledger_path, "b@x.io")) == (1, 0)
+    ledger.begin(INCIDENT, ["a@x.io"])
+    assert attempts(ledger_path, "a@x.io") == 2
+
+
+def test_release_puts_back_to_pending_without_an_attempt(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io")])
+    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.release(INCIDENT, ["a@x.io"])
+    assert ledger.states(INCIDENT) == {"a@x.io": State.PENDING}
+    assert attempts(ledger_path, "a@x.io") == 1
+
+
+def test_record_writes_states_and_one_event_per_outcome(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.register(INCIDENT, [registration(k) for k in ("a@x.io", "b@x.io", "c@x.io")])
+    ledger.begin(INCIDENT, ["a@x.io", "b@x.io", "c@x.io"])
+    ledger.record(
+        INCIDENT,
+        [
+            Outcome("a@x.io", State.ACCEPTED, 250, "2.0.0 queued"),
+            Outcome("b@x.io", State.DEFERRED, 451, "4.2.2 mailbox full"),
+            Outcome("c@x.io", State.REFUSED, 550, "5.1.1 no such user"),
+        ],
+    )
+    assert ledger.states(INCIDENT) == {
+        "a@x.io": State.ACCEPTED,
+        "b@x.io": State.DEFERRED,
+        "c@x.io": State.REFUSED,
+    }
+    assert rows(ledger_path, "SELECT key, code, reply FROM recipients ORDER BY key") == [
+        ("a@x.io", 250, "2.0.0 queued"),
+        ("b@x.io", 451, "4.2.2 mailbox full"),
+        ("c@x.io", 550, "5.1.1 no such user"),
+    ]
+    assert rows(ledger_path, "SELECT incident_id, key, state, code FROM events ORDER BY key") == [
+        ("42", "a@x.io", "accepted", 250),
+        ("42", "b@x.io", "deferred", 451),
+        ("42", "c@x.io", "refused", 550),
+    ]
+
+
+def test_record_is_one_transaction(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("boom@x.io")])
+    with sqlite3.connect(ledger_path) as connection:
+        connection.execute(
+            "CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.key = 'boom@x.io' "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    outcomes = [
+        Outcome("a@x.io", State.ACCEPTED, 250),
+        Outcome("boom@x.io", State.ACCEPTED, 250),
+    ]
+    with pytest.raises(LedgerError) as caught:
+        ledger.record(INCIDENT, outcomes)
+    assert str(caught.value) == (
+        f"cannot write the ledger at sqlite+pysqlite:///{ledger_path} (disk full); "
+        "nothing more is sent; check the disk or NOTIFY_LEDGER, then run again"
+    )
+    assert ledger.states(INCIDENT) == {"a@x.io": State.PENDING, "boom@x.io": State.PENDING}
+    assert rows(ledger_path, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_record_nothing_writes_nothing(ledger: Ledger, ledger_path: Path) -> None:
+    ledger.record(INCIDENT, [])
+    assert rows(ledger_path, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_counts_cover_every_state(ledger: Ledger) -> None:
+    ledger.register(INCIDENT, [registration(f"{n}@x.io") for n in range(5)])
+    ledger.begin(INCIDENT, ["0@x.io", "1@x.io", "2@x.io", "3@x.io"])
+    ledger.record(
+        INCIDENT,
+        [
+            Outcome("0@x.io", State.ACCEPTED, 250),
+            Outcome("1@x.io", State.ACCEPTED, 250),
+            Outcome("2@x.io", State.REFUSED, 550),
+        ],
+    )
+    assert ledger.counts(INCIDENT) == {
+        State.PENDING: 1,
+        State.SENDING: 1,
+        State.ACCEPTED: 2,
+        State.DEFERRED: 0,
+        State.REFUSED: 1,
+    }
+    assert ledger.counts("43") == dict.fromkeys(State, 0)
+
+
+def test_undelivered_lists_everyone_not_accepted_by_first_row(ledger: Ledger) -> None:
+    ledger.register(
+        INCIDENT,
+        [
+            registration("late@x.io", row=90),
+            registration("early@x.io", row=3),
+            registration("sent@x.io", row=1),
+            registration("mid@x.io", row=40),
+        ],
+    )
+    ledger.begin(INCIDENT, ["sent@x.io", "mid@x.io"])
+    ledger.record(
+        INCIDENT,
+        [Outcome("sent@x.io", State.ACCEPTED, 250), Outcome("mid@x.io", State.REFUSED, 550, "no")],
+    )
+    shown = ("email", "state", "code", "reply", "first_row")
+    assert [{k: row[k] for k in shown} for row in ledger.undelivered(INCIDENT)] == [
+        {"email": "early@x.io", "state": "pending", "code": None, "reply": None, "first_row": 3},
+        {"email": "mid@x.io", "state": "refused", "code": 550, "reply": "no", "first_row": 40},
+        {"email": "late@x.io", "state": "pending", "code": None, "reply": None, "first_row": 90},
+    ]
+
+
+# --- failures ------------------------------------------------------------------------
+
+
+def test_a_folder_is_not_a_ledger(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError) as caught:
+        Ledger.open(tmp_path)
+    assert str(caught.value) == (
+        f"cannot open the ledger at sqlite+pysqlite:///{tmp_path} (unable to open database file); "
+        "check NOTIFY_LEDGER"
+    )
+
+
+def test_an_unknown_database_kind_is_one_line() -> None:
+    with pytest.raises(LedgerError) as caught:
+        Ledger.open("nosuchdb://host/ledger")
+    assert str(caught.value).startswith("cannot open the ledger at nosuchdb://host/ledger (")
+    assert str(caught.value).endswith("); check NOTIFY_LEDGER")
+
+
+@pytest.mark.skipif(bool(find_spec("pysqlcipher3")), reason="needs the driver to be missing")
+def test_a_missing_driver_is_one_line_and_hides_the_password() -> None:
+    with pytest.raises(LedgerError) as caught:
+        Ledger.open("sqlite+pysqlcipher://:s3cret@/ledger.db")
+    assert str(caught.value) == (
+        "cannot open the ledger at sqlite+pysqlcipher://:***@/ledger.db "
+        "(No module named 'pysqlcipher3'); check NOTIFY_LEDGER"
+    )
+
+
+def test_a_url_that_cannot_be_parsed_names_the_setting() -> None:
+    with pytest.raises(LedgerError) as caught:
+        Ledger.open("postgresql://user@host:notaport/db")
+    assert str(caught.value) == (
+        "NOTIFY_LEDGER='postgresql://user@host:notaport/db' is not a database URL or path"
+    )
+
+
+# --- kill -9 -------------------------------------------------------------------------
+
+_KILLED_CHILD = textwrap.dedent(
+    """\
+    import os, sys
+    from notify.ledger import Ledger
+    from notify.models import Outcome, State
+
+    ledger = Ledger.open(sys.argv[1])
+    ledger.record("42", [Outcome("a@x.io", State.ACCEPTED, 250, "ok")])
+    ledger.begin("42", ["b@x.io", "c@x.io"])
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+def test_a_process_killed_between_begin_and_record_leaves_the_batch_sending(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    keys = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
+    ledger.register(INCIDENT, [registration(k) for k in keys])
+    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.dispose()
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(ledger_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert rows(ledger_path, "PRAGMA integrity_check") == [("ok",)]
+    reopened = Ledger.open(ledger_path)
+    assert reopened.states(INCIDENT) == {
+        "a@x.io": State.ACCEPTED,
+        "b@x.io": State.SENDING,
+        "c@x.io": State.SENDING,
+        "d@x.io": State.PENDING,
+    }
+    reopened.dispose()
+
+
+_BUSY_CHILD = textwrap.dedent(
+    """\
+    import sys
+    from notify.ledger import Ledger, Registration
+    from notify.models import Outcome, State
+
+    ledger = Ledger.open(sys.argv[1])
+    keys = [f"{n}@x.io" for n in range(20000)]
+    ledger.register("42", [Registration(k, k, k, f"<{k}>", n, "s") for n, k in enumerate(keys)])
+    print("ready", flush=True)
+    for start in range(0, len(keys), 10):
+        batch = keys[start : start + 10]
+        ledger.begin("42", batch)
+        ledger.record("42", [Outcome(k, State.ACCEPTED, 250, "ok") for k in batch])
+    """
+)
+
+
+def test_a_process_killed_while_writing_leaves_at_most_one_batch_in_doubt(
+    ledger_path: Path,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_CHILD, str(ledger_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert rows(ledger_path, "PRAGMA integrity_check") == [("ok",)]
+    reopened = Ledger.open(ledger_path)
+    counts = reopened.counts(INCIDENT)
+    reopened.dispose()
+    assert counts[State.PENDING] > 0, "the child finished before it was killed"
+    assert counts[State.SENDING] <= 10
+    assert sum(counts.values()) == 20000
+    accepted_with_event = rows(
+        ledger_path,
+        "SELECT count(*) FROM recipients r WHERE state = 'accepted' AND EXISTS "
+        "(SELECT 1 FROM events e WHERE e.key = r.key AND e.state = 'accepted')",
+    )
+    assert accepted_with_event == [(counts[State.ACCEPTED],)]
+    assert rows(ledger_path, "SELECT count(*) FROM events") == [(counts[State.ACCEPTED],)]

@@ -1,0 +1,267 @@
+"""Rendering: strict variables, autoescaped HTML, and errors that name recipient and template."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from notify.errors import RenderError, WorkspaceError
+from notify.models import Recipient
+from notify.rendering import (
+    Templates,
+    incident_context,
+    load_templates,
+    render,
+    render_each,
+    summarise_problems,
+)
+
+LABEL = "templates/apology"
+SUBJECT = "Sorry, {{ customer.name | default('there') }}: {{ incident.title }}\n"
+TEXT = textwrap.dedent(
+    """\
+    Dear {{ customer.name | default("customer") }},
+
+    We charged you twice for:
+    {% for item in items %}
+    - order {{ item.order_id }}: {{ item.amount }}
+    {% endfor %}
+
+    Your refund arrives within {{ incident.facts.refund_eta }} ({{ incident.refund_eta }}).
+    """
+)
+HTML = textwrap.dedent(
+    """\
+    <p>Dear {{ customer.name | default("customer") }},</p>
+    <ul>
+    {% for item in items %}
+    <li>{{ item.order_id }}</li>
+    {% endfor %}
+    </ul>
+    """
+)
+INCIDENT = incident_context("42", "Duplicate charge", {"refund_eta": "5 business days"})
+
+MakeTemplates = Callable[..., Templates]
+
+
+@pytest.fixture
+def templates_root(tmp_path: Path) -> Path:
+    return tmp_path / "templates"
+
+
+@pytest.fixture
+def make_templates(templates_root: Path) -> MakeTemplates:
+    """Write templates/apology/ from the defaults, overridden or removed (None) per file."""
+
+    def make(**files: str | None) -> Templates:
+        contents = {"subject": SUBJECT, "text": TEXT, "html": HTML, **files}
+        names = {"subject": "subject.j2", "text": "body.txt.j2", "html": "body.html.j2"}
+        folder = templates_root / "apology"
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, content in contents.items():
+            if content is not None:
+                (folder / names[key]).write_text(content, encoding="utf-8")
+        return load_templates(folder, label=LABEL)
+
+    return make
+
+
+def recipient(*, row: int = 7, **fields: str) -> Recipient:
+    fields.setdefault("email", "ann@example.com")
+    items = [{"order_id": "A-1", "amount": "49.00"}, {"order_id": "A-3", "amount": "5.00"}]
+    return Recipient(fields["email"], fields["email"], fields, items, [row, row + 2], "data/x.csv")
+
+
+def test_renders_subject_text_and_html_from_customer_items_and_incident(
+    make_templates: MakeTemplates,
+) -> None:
+    rendered = render(make_templates(), recipient(name="Ann Lee"), INCIDENT)
+    assert rendered.subject == "Sorry, Ann Lee: Duplicate charge"  # trailing newline stripped
+    assert rendered.text == textwrap.dedent(
+        """\
+        Dear Ann Lee,
+
+        We charged you twice for:
+        - order A-1: 49.00
+        - order A-3: 5.00
+
+        Your refund arrives within 5 business days (5 business days).
+        """
+    )
+    assert rendered.html == "<p>Dear Ann Lee,</p>\n<ul>\n<li>A-1</li>\n<li>A-3</li>\n</ul>\n"
+    assert rendered.recipient.email == "ann@example.com"
+
+
+def test_html_is_optional(make_templates: MakeTemplates) -> None:
+    rendered = render(make_templates(html=None), recipient(name="Ann"), INCIDENT)
+    assert rendered.html is None
+    assert rendered.text.startswith("Dear Ann,")
+
+
+def test_default_fills_an_absent_field(make_templates: MakeTemplates) -> None:
+    rendered = render(make_templates(), recipient(), INCIDENT)
+    assert rendered.subject == "Sorry, there: Duplicate charge"
+    assert rendered.text.startswith("Dear customer,\n")
+    assert rendered.html is not None and rendered.html.startswith("<p>Dear customer,</p>")
+
+
+def test_html_is_autoescaped_and_text_is_not(make_templates: MakeTemplates) -> None:
+    rendered = render(make_templates(), recipient(name='<b>Ann</b> & "co"'), INCIDENT)
+    assert rendered.html is not None
+    assert "<p>Dear &lt;b&gt;Ann&lt;/b&gt; &amp; &#34;co&#34;,</p>" in rendered.html
+    assert "<b>" not in rendered.html
+    assert rendered.text.startswith('Dear <b>Ann</b> & "co",')
+    assert rendered.subject == 'Sorry, <b>Ann</b> & "co": Duplicate charge'
+
+
+def test_a_missing_field_names_recipient_source_row_and_template_line(
+    make_templates: MakeTemplates,
+) -> None:
+    templates = make_templates(text="Dear {{ customer.name }},\n\nCall us: {{ customer.phone }}\n")
+    with pytest.raises(RenderError) as caught:
+        render(templates, recipient(name="Ann", row=3417), INCIDENT)
+    assert str(caught.value) == (
+        "ann@example.com (data/x.csv row 3417): body.txt.j2 line 3: "
+        "'dict object' has no attribute 'phone'; "
+        "map the column in [columns] or give the template a | default(...)"
+    )
+    assert caught.value.problems == [str(caught.value)]
+
+
+def test_a_missing_field_in_a_condition_is_an_error_too(make_templates: MakeTemplates) -> None:
+    templates = make_templates(html="<p>\n{% if customer.phone %}call{% endif %}</p>\n")
+    with pytest.raises(RenderError, match=r"row 7\): body\.html\.j2 line 2: .*'phone'"):
+        render(templates, recipient(name="Ann"), INCIDENT)
+
+
+def test_a_missing_field_in_the_subject_names_the_subject_template(
+    make_templates: MakeTemplates,
+) -> None:
+    templates = make_templates(subject="{{ incident.facts.ticket }}\n")
+    with pytest.raises(
+        RenderError, match=r"^ann@example\.com \(data/x\.csv row 7\): subject\.j2 line 1: "
+    ):
+        render(templates, recipient(name="Ann"), INCIDENT)
+
+
+def test_is_defined_tests_for_an_optional_field(make_templates: MakeTemplates) -> None:
+    templates = make_templates(
+        text="{% if customer.phone is defined %}call {{ customer.phone }}"
+        "{% else %}write{% endif %}\n"
+    )
+    assert render(templates, recipient(), INCIDENT).text == "write"  # trim_blocks
+    assert render(templates, recipient(phone="555"), INCIDENT).text == "call 555"
+
+
+def test_a_runtime_error_in_a_template_names_recipient_and_line(
+    make_templates: MakeTemplates,
+) -> None:
+    templates = make_templates(text="Hello\n{{ customer.name | round }}\n")
+    with pytest.raises(RenderError) as caught:
+        render(templates, recipient(name="Ann"), INCIDENT)
+    message = str(caught.value)
+    assert message.startswith("ann@example.com (data/x.csv row 7): body.txt.j2 line 2: ")
+    assert message.endswith("; fix the value in the export or the template")
+
+
+def test_render_changes_nothing_it_is_given(make_templates: MakeTemplates) -> None:
+    someone = recipient(name="Ann")
+    fields, items = dict(someone.fields), [dict(i) for i in someone.items]
+    facts = dict(INCIDENT)
+    render(make_templates(), someone, INCIDENT)
+    assert someone.fields == fields and someone.items == items and facts == INCIDENT
+
+
+def test_render_each_is_lazy_and_keeps_order(make_templates: MakeTemplates) -> None:
+    templates = make_templates(subject="{{ customer.name }}\n")
+    people = [recipient(name="Ann"), recipient(email="bob@example.com"), recipient(name="Cy")]
+    stream = render_each(templates, people, INCIDENT)
+    assert next(stream).subject == "Ann"  # the bad second recipient is not rendered yet
+    with pytest.raises(RenderError, match="^bob@example.com "):
+        next(stream)
+
+
+def test_incident_context_offers_facts_at_top_level_but_id_and_title_win() -> None:
+    context = incident_context("42", "Title", {"refund_eta": "soon", "id": "spoof"})
+    assert context["refund_eta"] == "soon"
+    assert context["facts"] == {"refund_eta": "soon", "id": "spoof"}
+    assert (context["id"], context["title"]) == ("42", "Title")
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("part", "line", "name"),
+    [("text", 3, "body.txt.j2"), ("html", 2, "body.html.j2"), ("subject", 1, "subject.j2")],
+)
+def test_a_syntax_error_names_the_file_and_line(
+    make_templates: MakeTemplates, part: str, line: int, name: str
+) -> None:
+    broken = "\n" * (line - 1) + "{{ customer.name }\n"
+    with pytest.raises(RenderError) as caught:
+        make_templates(**{part: broken})
+    assert str(caught.value) == f"{LABEL}/{name} line {line}: unexpected '}}'; fix the template"
+
+
+def test_an_unclosed_block_names_the_file(make_templates: MakeTemplates) -> None:
+    with pytest.raises(RenderError, match=r"^templates/apology/body\.txt\.j2 line \d+: .*endfor"):
+        make_templates(text="{% for item in items %}\n{{ item.order_id }}\n")
+
+
+def test_a_template_that_is_not_utf8_is_one_line(
+    make_templates: MakeTemplates, templates_root: Path
+) -> None:
+    make_templates()
+    latin = "Dear customer,\n\nChère cliente\n".encode("cp1252")
+    (templates_root / "apology" / "body.txt.j2").write_bytes(latin)
+    with pytest.raises(RenderError) as caught:
+        load_templates(templates_root / "apology", label=LABEL)
+    assert str(caught.value) == (
+        "templates/apology/body.txt.j2 line 3: not UTF-8 text; save it as UTF-8"
+    )
+
+
+def test_a_missing_template_folder_lists_the_known_ones(
+    make_templates: MakeTemplates, templates_root: Path
+) -> None:
+    make_templates()
+    (templates_root / "refund").mkdir()
+    (templates_root / "notes.txt").write_text("not a template")
+    with pytest.raises(WorkspaceError) as caught:
+        load_templates(templates_root / "apologie", label="templates/apologie")
+    assert str(caught.value) == (
+        "template folder templates/apologie not found; known templates: apology, refund, "
+        "or fix template ="
+    )
+
+
+def test_a_missing_template_folder_with_none_known_says_create_it(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError) as caught:
+        load_templates(tmp_path / "templates" / "apology", label=LABEL)
+    assert str(caught.value) == (
+        "template folder templates/apology not found; create it, or fix template ="
+    )
+
+
+@pytest.mark.parametrize(("part", "name"), [("subject", "subject.j2"), ("text", "body.txt.j2")])
+def test_subject_and_text_templates_are_required(
+    make_templates: MakeTemplates, part: str, name: str
+) -> None:
+    with pytest.raises(WorkspaceError) as caught:
+        make_templates(**{part: None})
+    assert str(caught.value) == f"templates/apology/{name} is missing; every template needs one"
+
+
+def test_summarise_problems_shows_the_first_and_counts_every_other() -> None:
+    problems = [f"p{n}" for n in range(12)]
+    error = summarise_problems(problems)
+    assert str(error) == "12 problem(s) stop the send; nothing was sent. First: p0 (and 11 more)"
+    assert error.problems == problems
+    assert str(summarise_problems(["only"])) == (
+        "1 problem(s) stop the send; nothing was sent. First: only"
+    )
