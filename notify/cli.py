@@ -140,17 +140,82 @@ def send(
 @incident_option
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def status(incident_id: str, workspace_dir: Path, as_json: bool) -> None:
-    """Counts by state, and what is due next."""
-    report = pipeline.status(Workspace.open(workspace_dir), incident_id, os.environ)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-        return
-    click.echo(f"Incident {incident_id}")
-    labels = {State.SENDING: "in doubt"}
+@click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+def status(
+    incident_id: str, workspace_dir: Path, as_json: bool, watch: bool, interval: float
+) -> None:
+    """Counts by state, the senders at work, and what is due next."""
+    workspace = Workspace.open(workspace_dir)
+    while True:
+        report = pipeline.status(workspace, incident_id, os.environ)
+        if watch and sys.stdout.isatty():
+            click.clear()
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            _print_status(report)
+        if not watch:
+            return
+        time.sleep(interval)
+
+
+def _print_status(report: pipeline.StatusReport) -> None:
+    click.echo(f"Incident {report.incident_id}")
     for state, count in report.counts.items():
-        click.echo(f"  {labels.get(state, state.value):<10} {count:>8}")
+        if state is State.SENDING:
+            click.echo(f"  {'sending':<10} {report.in_flight:>8}")
+            click.echo(f"  {'in doubt':<10} {report.in_doubt:>8}")
+        else:
+            click.echo(f"  {state.value:<10} {count:>8}")
+    active = [s for s in report.senders if not s.finished]
+    if report.senders:
+        click.echo(f"Senders ({len(active)} active):")
+        for s in report.senders[:20]:
+            seen = "finished" if s.finished else f"heartbeat {s.heartbeat_age:.0f}s ago"
+            click.echo(f"  {s.host} pid {s.pid}: claimed {s.claimed}, sent {s.sent}, {seen}")
     click.echo(f"Next: {report.due}")
+
+
+@cli.group()
+def ledger() -> None:
+    """The delivery ledger: where it lives, its schema, moving it."""
+
+
+@ledger.command("info")
+@workspace_option
+def ledger_info(workspace_dir: Path) -> None:
+    """Where the ledger lives, its schema version and its incidents."""
+    info = pipeline.ledger_info(Workspace.open(workspace_dir), os.environ)
+    click.echo(f"Ledger: {info.where}")
+    click.echo(f"Schema version: {info.version}")
+    for version, name in info.migrations:
+        click.echo(f"  {version}: {name}")
+    for incident, count in sorted(info.incidents.items()):
+        click.echo(f"Incident {incident}: {count} recipient(s)")
+
+
+@ledger.command("migrate")
+@workspace_option
+def ledger_migrate(workspace_dir: Path) -> None:
+    """Bring the ledger's schema up to date (also done on first use)."""
+    info = pipeline.ledger_info(Workspace.open(workspace_dir), os.environ)
+    click.echo(f"Ledger {info.where} is at schema version {info.version}.")
+
+
+@ledger.command("copy")
+@workspace_option
+@click.option("--to", "target", required=True, metavar="URL", help="The ledger to copy into.")
+def ledger_copy(workspace_dir: Path, target: str) -> None:
+    """Copy the ledger into another, e.g. SQLite into PostgreSQL; then set NOTIFY_LEDGER."""
+    copied, where = pipeline.ledger_copy(Workspace.open(workspace_dir), os.environ, target=target)
+    click.echo(f"Copied {copied} row(s) into {where}. Next: point NOTIFY_LEDGER there in .env")
 
 
 def _print_check(report: pipeline.CheckReport) -> None:

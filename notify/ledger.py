@@ -132,6 +132,11 @@ class Ledger:
         """A file path or SQLAlchemy URL; the schema is brought up to date on first use."""
         url = _url(location)
         where = url.render_as_string(hide_password=True)
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise LedgerError(
+                f"NOTIFY_LEDGER={where}: the ledger lives in SQLite (one machine) or "
+                "PostgreSQL (several); use a sqlite:// or postgresql:// URL"
+            )
         try:
             engine = sa.create_engine(url)
             if engine.dialect.name == "sqlite":
@@ -221,6 +226,41 @@ class Ledger:
         )
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def migrations(self) -> list[tuple[int, str]]:
+        """The migrations recorded in this database, oldest first."""
+        table = migrations_table
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(table.c.version, table.c.name).order_by("version"))
+            return [(version, name) for version, name in rows]
+
+    def incidents(self) -> dict[str, int]:
+        """Every incident the ledger knows, with its number of recipients."""
+        table = recipients_table
+        query = sa.select(table.c.incident_id, sa.func.count()).group_by(table.c.incident_id)
+        with self.engine.connect() as connection:
+            return {incident: count for incident, count in connection.execute(query)}
+
+    def copy_to(self, target: Ledger) -> int:
+        """Copy every row into another ledger (same schema), before switching NOTIFY_LEDGER.
+
+        Rows the target has already are kept; history events are appended, so copy once."""
+        copied = 0
+        with self.engine.connect() as source, target.engine.begin() as destination:
+            for table in metadata.sorted_tables:
+                if table is migrations_table:
+                    continue
+                rows = [dict(row._mapping) for row in source.execute(sa.select(table))]
+                if not rows:
+                    continue
+                if table is events_table:  # let the target number its history itself
+                    for row in rows:
+                        del row["id"]
+                    destination.execute(table.insert(), rows)
+                else:
+                    destination.execute(target.insert(table).on_conflict_do_nothing(), rows)
+                copied += len(rows)
+        return copied
 
     def check_fingerprint(
         self, incident_id: str, *, templates: str, data: str, accept_changes: bool = False

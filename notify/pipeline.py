@@ -11,7 +11,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,12 @@ from notify.cleaning import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
 from notify.errors import LedgerError, ManifestError, RenderError
-from notify.ledger import Ledger, Registration
+from notify.ledger import SCHEMA_VERSION, Ledger, Registration
 from notify.manifest import Manifest, load_manifest
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
 from notify.previews import PreviewWriter
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
-from notify.senders import Sender
+from notify.senders import Sender, SenderInfo, fleet, in_flight
 from notify.settings import Settings, load_settings
 from notify.sources import load_sources
 from notify.transports import RedirectTransport, SmtpTransport, Transport
@@ -284,18 +284,27 @@ def test_send(
 
 @dataclass
 class StatusReport:
-    """Counts by state and the next thing to do."""
+    """Counts by state, the senders at work, and the next thing to do."""
 
     incident_id: str
     counts: dict[State, int]
     due: str
+    in_flight: int = 0  # SENDING rows a live sender holds; the rest of SENDING is in doubt
+    senders: list[SenderInfo] = field(default_factory=list)
+
+    @property
+    def in_doubt(self) -> int:
+        return self.counts[State.SENDING] - self.in_flight
 
     def as_dict(self) -> dict[str, object]:
         return {
             "incident": self.incident_id,
             "counts": {state.value: n for state, n in self.counts.items()},
+            "in_flight": self.in_flight,
+            "in_doubt": self.in_doubt,
             "total": sum(self.counts.values()),
             "due": self.due,
+            "senders": [asdict(s) for s in self.senders],
         }
 
 
@@ -303,11 +312,14 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     """Read the ledger only: cheap enough to run every few seconds."""
     load_manifest(workspace, incident_id)  # a typo in the id should say so, not print zeros
     settings = load_settings(workspace, environ)
-    location = settings.ledger or workspace.default_ledger
     if not settings.ledger and not workspace.default_ledger.exists():
-        counts = dict.fromkeys(State, 0)
-    else:
-        counts = Ledger.open(location).counts(incident_id)
+        return StatusReport(
+            incident_id,
+            dict.fromkeys(State, 0),
+            f"nothing sent yet: run notify check --incident {incident_id}",
+        )
+    ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    counts = ledger.counts(incident_id)
     owed = sum(counts[s] for s in RESENDABLE)
     if owed:
         due = f"{owed} not yet accepted: run notify send --incident {incident_id}"
@@ -315,7 +327,36 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
         due = f"nothing sent yet: run notify check --incident {incident_id}"
     else:
         due = "nothing is due"
-    return StatusReport(incident_id, counts, due)
+    return StatusReport(
+        incident_id, counts, due, in_flight(ledger, incident_id), fleet(ledger, incident_id)
+    )
+
+
+@dataclass
+class LedgerInfo:
+    """Where the ledger lives and which schema it has."""
+
+    where: str
+    version: int
+    migrations: list[tuple[int, str]]
+    incidents: dict[str, int]
+
+
+def ledger_info(workspace: Workspace, environ: Mapping[str, str]) -> LedgerInfo:
+    """Open (and so migrate) the configured ledger and describe it."""
+    settings = load_settings(workspace, environ)
+    ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    return LedgerInfo(ledger.where, SCHEMA_VERSION, ledger.migrations(), ledger.incidents())
+
+
+def ledger_copy(
+    workspace: Workspace, environ: Mapping[str, str], *, target: str
+) -> tuple[int, str]:
+    """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
+    settings = load_settings(workspace, environ)
+    source = Ledger.open(settings.ledger or workspace.default_ledger)
+    destination = Ledger.open(target)
+    return source.copy_to(destination), destination.where
 
 
 class _LedgerRecorder:

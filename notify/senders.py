@@ -109,11 +109,12 @@ class Sender:
         )
         if self.ledger.engine.dialect.name == "postgresql":
             chosen = chosen.with_for_update(skip_locked=True)
+        # Materialised, so PostgreSQL runs the LIMIT once (as an IN-subquery it may run it
+        # again per row and claim more than asked).
+        picked = chosen.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
         statement = (
             table.update()
-            .where(
-                table.c.incident_id == self.incident_id, table.c.key.in_(chosen.scalar_subquery())
-            )
+            .where(table.c.incident_id == self.incident_id, table.c.key == picked.c.key)
             .values(
                 state=State.SENDING.value,
                 claimed_by=self.id,
@@ -238,6 +239,19 @@ def fleet(ledger: Ledger, incident_id: str) -> list[SenderInfo]:
             )
             for row in connection.execute(query)
         ]
+
+
+def in_flight(ledger: Ledger, incident_id: str) -> int:
+    """SENDING rows under a live lease: being sent now, not in doubt."""
+    table = recipients_table
+    query = sa.select(sa.func.count()).where(
+        table.c.incident_id == incident_id,
+        table.c.state == State.SENDING.value,
+        table.c.claimed_by.is_not(None),
+        table.c.lease_until >= time.time(),
+    )
+    with ledger.engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
 
 
 def _alive(pid: int) -> bool:

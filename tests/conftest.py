@@ -207,3 +207,39 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def unavailable_service(what: str) -> None:
+    """A workstation may lack a server: skip. CI must have it: fail loudly."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}, and CI is set", pytrace=False)
+    pytest.skip(f"{what}; start it (with CI set this fails instead)")
+
+
+@pytest.fixture
+def pg_ledger_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server for one test's ledger."""
+    import uuid
+
+    import psycopg
+
+    name = f"notify_ledger_{uuid.uuid4().hex[:12]}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+    try:
+        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as exc:
+        unavailable_service(f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc})")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Extra .env settings that put the ledger in SQLite (the default) or PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"ledger": request.getfixturevalue("pg_ledger_url")}

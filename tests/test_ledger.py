@@ -290,11 +290,14 @@ def test_a_folder_is_not_a_ledger(tmp_path: Path) -> None:
     )
 
 
-def test_an_unknown_database_kind_is_one_line() -> None:
+@pytest.mark.parametrize("url", ["nosuchdb://host/ledger", "mysql://root@127.0.0.1/test"])
+def test_a_database_kind_other_than_sqlite_or_postgresql_is_one_line(url: str) -> None:
     with pytest.raises(LedgerError) as caught:
-        Ledger.open("nosuchdb://host/ledger")
-    assert str(caught.value).startswith("cannot open the ledger at nosuchdb://host/ledger (")
-    assert str(caught.value).endswith("); check NOTIFY_LEDGER")
+        Ledger.open(url)
+    assert str(caught.value) == (
+        f"NOTIFY_LEDGER={url}: the ledger lives in SQLite (one machine) or PostgreSQL "
+        "(several); use a sqlite:// or postgresql:// URL"
+    )
 
 
 @pytest.mark.skipif(bool(find_spec("pysqlcipher3")), reason="needs the driver to be missing")

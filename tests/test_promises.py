@@ -11,15 +11,19 @@ from collections import Counter
 from email import message_from_bytes, policy
 
 from notify.delivery import DEFAULT_BATCH_SIZE
+from notify.ledger import Ledger
+from notify.models import State
 from tests.conftest import REPO_ROOT, make_rows, notify_env
 
 CONNECTIONS = 2
 IN_FLIGHT = CONNECTIONS * DEFAULT_BATCH_SIZE  # what a crash may leave in doubt at most
 
 
-def test_a_template_error_in_the_last_recipient_sends_nothing(workspace, run_cli, smtp_server):
+def test_a_template_error_in_the_last_recipient_sends_nothing(
+    workspace, ledger_settings, run_cli, smtp_server
+):
     """Promise 1: nothing is sent unless every message rendered."""
-    workspace.smtp(smtp_server)
+    workspace.smtp(smtp_server, **ledger_settings)
     rows = make_rows(50)
     rows[-1][0] = ""  # the last customer has no name ...
     workspace.write("templates/apology/subject.j2", "Sorry, {{ customer.name }}\n")  # ... required
@@ -30,9 +34,9 @@ def test_a_template_error_in_the_last_recipient_sends_nothing(workspace, run_cli
     assert smtp_server.messages == [] and smtp_server.connections == 0
 
 
-def test_a_rerun_never_sends_twice(workspace, run_cli, smtp_server):
+def test_a_rerun_never_sends_twice(workspace, ledger_settings, run_cli, smtp_server):
     """Promise 2: a recipient recorded as sent is never sent the same message again."""
-    workspace.smtp(smtp_server)
+    workspace.smtp(smtp_server, **ledger_settings)
     workspace.rows(make_rows(30))
     smtp_server.fail_next(1, "421 4.7.0 Shutting down")  # retried within the run
     assert run_cli(workspace, "send", "--incident", "42", "--yes", "--limit", "12").exit_code == 0
@@ -43,9 +47,11 @@ def test_a_rerun_never_sends_twice(workspace, run_cli, smtp_server):
     assert set(delivered.values()) == {1}
 
 
-def test_sigkill_mid_send_then_rerun_leaves_everyone_told_once(workspace, smtp_server):
+def test_sigkill_mid_send_then_rerun_leaves_everyone_told_once(
+    workspace, ledger_settings, smtp_server
+):
     """Promise 2 and 5: kill -9 mid-run; the re-run settles the in-flight ones only."""
-    workspace.smtp(smtp_server, connections=CONNECTIONS)
+    workspace.smtp(smtp_server, connections=CONNECTIONS, **ledger_settings)
     workspace.rows(make_rows(200))
     smtp_server.delay = 0.004
     command = [
@@ -74,10 +80,11 @@ def test_sigkill_mid_send_then_rerun_leaves_everyone_told_once(workspace, smtp_s
     killed_at = len(smtp_server.messages)
     assert 70 <= killed_at < 200, "the kill must land mid-run"
 
-    ledger = workspace.root / ".notify" / "ledger.sqlite3"
-    with sqlite3.connect(ledger) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        in_doubt = db.execute("SELECT count(*) FROM recipients WHERE state='sending'").fetchone()[0]
+    location = ledger_settings.get("ledger") or workspace.root / ".notify" / "ledger.sqlite3"
+    if not ledger_settings:
+        with sqlite3.connect(location) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    in_doubt = Ledger.open(location).counts("42")[State.SENDING]
     assert 0 < in_doubt <= IN_FLIGHT
 
     smtp_server.delay = 0
@@ -97,14 +104,13 @@ def test_sigkill_mid_send_then_rerun_leaves_everyone_told_once(workspace, smtp_s
             if m.rcpt_tos[0] == address
         }
         assert len(ids) == 1
-    with sqlite3.connect(ledger) as db:
-        states = dict(db.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
-    assert states == {"accepted": 200}
+    counts = Ledger.open(location).counts("42")
+    assert {state: n for state, n in counts.items() if n} == {State.ACCEPTED: 200}
 
 
-def test_no_customer_is_silently_dropped(workspace, run_cli, smtp_server):
+def test_no_customer_is_silently_dropped(workspace, ledger_settings, run_cli, smtp_server):
     """Promise 3: each row ends as sent, or in the rejects list with a reason."""
-    workspace.smtp(smtp_server)
+    workspace.smtp(smtp_server, **ledger_settings)
     rows = make_rows(10, items_each=2) + [
         ["X", "not-an-address", "", "A-x", "1"],
         ["Y", "", "", "A-y", "1"],
@@ -117,9 +123,11 @@ def test_no_customer_is_silently_dropped(workspace, run_cli, smtp_server):
     assert len({m.rcpt_tos[0] for m in smtp_server.messages}) == 10
 
 
-def test_a_name_with_a_line_break_cannot_add_a_header(workspace, run_cli, smtp_server):
+def test_a_name_with_a_line_break_cannot_add_a_header(
+    workspace, ledger_settings, run_cli, smtp_server
+):
     """Promise 4: personalised fields cannot inject headers."""
-    workspace.smtp(smtp_server)
+    workspace.smtp(smtp_server, **ledger_settings)
     workspace.rows(
         [
             ["Ann", "ann@example.com", "", "A-1", "1"],
@@ -135,9 +143,11 @@ def test_a_name_with_a_line_break_cannot_add_a_header(workspace, run_cli, smtp_s
     assert smtp_server.messages == []
 
 
-def test_html_in_a_name_is_escaped_in_the_html_part(workspace, run_cli, smtp_server):
+def test_html_in_a_name_is_escaped_in_the_html_part(
+    workspace, ledger_settings, run_cli, smtp_server
+):
     """Promise 4: personalised fields cannot inject markup."""
-    workspace.smtp(smtp_server)
+    workspace.smtp(smtp_server, **ledger_settings)
     workspace.rows([["<b>Bold</b> <script>x()</script>", "b@example.com", "", "A-1", "1"]])
     assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
     message = message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
