@@ -14,7 +14,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime, getaddresses
 
@@ -29,7 +28,7 @@ INCIDENT_HEADER = "X-Notify-Incident"
 _UNSAFE_HEADER_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")  # a phrase that needs no quoting
 _FOLD_AT = 68  # "Subject: " + this stays under 78 characters
-_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars -> a 72-character encoded word
+_WORD_BYTES = 42  # 42 bytes -> 56 base64 chars -> a 68-character encoded word
 # Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
 # decode it into whatever the export's author chose (line breaks included).
 _ENCODED_WORD_START = "=?"
@@ -45,6 +44,7 @@ class Outgoing:
     message_id: str
     data: bytes
     row: int  # first source row, for error lines
+    subject: str = ""  # as rendered, for previews and reports (the header may be encoded)
 
 
 def recipient_token(incident_id: str, key: str) -> str:
@@ -137,6 +137,7 @@ class Composer:
             message_id=message_id,
             data=_assemble(headers, rendered.text, rendered.html, self._boundary(message_id)),
             row=recipient.first_row,
+            subject=rendered.subject,
         )
 
     def _boundary(self, message_id: str) -> str:
@@ -159,11 +160,20 @@ def format_address(name: str, address: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def encode_unstructured(value: str) -> str:
     """A Subject-like value, encoded and folded to RFC 5322's line length."""
-    plain = value.isascii() and _ENCODED_WORD_START not in value
-    if plain and len(value) <= _FOLD_AT:
+    if not value.isascii() or _ENCODED_WORD_START in value:
+        return _encoded_words(value)
+    if len(value) <= _FOLD_AT:
         return value
-    charset = "us-ascii" if plain else "utf-8"
-    return Header(value, charset, header_name="Subject").encode(linesep="\r\n")
+    lines, line = [], ""
+    for word in value.split(" "):  # fold at spaces: unfolding gives the same text back
+        candidate = f"{line} {word}" if line else word
+        if line and len(candidate) > _FOLD_AT:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    lines.append(line)
+    return "\r\n ".join(lines)
 
 
 def _encoded_words(text: str) -> str:

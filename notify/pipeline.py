@@ -18,7 +18,7 @@ from typing import Any
 from notify.cleaning import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
-from notify.errors import LedgerError, ManifestError, RenderError
+from notify.errors import LedgerError, ManifestError
 from notify.ledger import SCHEMA_VERSION, Ledger, Registration
 from notify.manifest import Manifest, load_manifest
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
@@ -28,6 +28,7 @@ from notify.senders import Sender, SenderInfo, fleet, in_flight
 from notify.settings import Settings, load_settings
 from notify.sources import load_sources
 from notify.transports import RedirectTransport, SmtpTransport, Transport
+from notify.workers import RenderPool
 from notify.workspace import Workspace
 
 RESENDABLE = (State.PENDING, State.SENDING, State.DEFERRED)  # what a re-run sends again
@@ -127,7 +128,8 @@ def load_incident(workspace: Workspace, incident_id: str, environ: Mapping[str, 
 def check(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> CheckReport:
     """Load, clean and render every message; send nothing; write rejects and look-alikes."""
     incident = load_incident(workspace, incident_id, environ)
-    problems = _render_problems(incident)
+    with RenderPool(incident) as pool:
+        problems = pool.problems()
     if not incident.cleaned.recipients:
         problems.insert(0, "no valid recipient in the export; see the rejects file")
     states = incident.open_ledger().states(incident_id) if incident.ledger_exists() else {}
@@ -168,7 +170,8 @@ def preview(
     target = folder or workspace.default_preview_dir(incident_id)
     recipients = incident.cleaned.recipients[:limit]
     writer = PreviewWriter(target)
-    summary = deliver(ListSource(incident.outgoing(recipients)), lambda: writer, NoRecord())
+    with RenderPool(incident) as pool:
+        summary = deliver(ListSource(pool.outgoing(recipients)), lambda: writer, NoRecord())
     return SendResult(summary, preview_dir=target)
 
 
@@ -203,10 +206,11 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     Several `notify send` processes on one incident share the work through their claims."""
     incident = plan.incident
     settings = incident.settings
+    pool = RenderPool(incident)  # forks now, before the heartbeat and workers start threads
     ledger = incident.open_ledger()
     sender = Sender(ledger, incident.incident_id, rate=settings.rate)
     sender.start()
-    source = _ClaimSource(incident, sender, limit=len(plan.to_send))
+    source = _ClaimSource(pool, sender, limit=len(plan.to_send))
     try:
         summary = deliver(
             source,
@@ -222,6 +226,7 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
         )
     finally:
         sender.finish()
+        pool.close()
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
     return SendResult(summary, undelivered=undelivered)
@@ -244,8 +249,9 @@ def fingerprints(incident: Incident) -> tuple[str, str]:
 class _ClaimSource:
     """Batches claimed from the ledger as workers ask for them, rendered on the spot."""
 
-    def __init__(self, incident: Incident, sender: Sender, *, limit: int) -> None:
-        self.incident = incident
+    def __init__(self, pool: RenderPool, sender: Sender, *, limit: int) -> None:
+        self.pool = pool
+        self.incident = incident = pool.incident
         self.sender = sender
         self.left = limit
         self.by_key = {r.key: r for r in incident.cleaned.recipients}
@@ -261,7 +267,7 @@ class _ClaimSource:
                 f"the ledger holds {missing[0]} for incident {self.incident.incident_id}, "
                 "but the export does not; restore the export the incident was started with"
             )
-        return list(self.incident.outgoing([self.by_key[key] for key in keys]))
+        return self.pool.build([self.by_key[key] for key in keys])
 
 
 def test_send(
@@ -382,17 +388,6 @@ def _registration(incident: Incident, recipient: Recipient) -> Registration:
         first_row=recipient.first_row,
         source=recipient.source,
     )
-
-
-def _render_problems(incident: Incident) -> list[str]:
-    """Render and build every message once, collecting every failure instead of stopping."""
-    problems = []
-    for recipient in incident.cleaned.recipients:
-        try:
-            incident.composer.compose(render(incident.templates, recipient, incident.context))
-        except RenderError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 def _write_rejects(cleaned: CleanResult, path: Path) -> None:

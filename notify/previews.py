@@ -10,7 +10,6 @@ import csv
 import html
 import re
 from dataclasses import dataclass
-from email import message_from_bytes, policy
 from pathlib import Path
 
 from notify.compose import Outgoing
@@ -45,8 +44,7 @@ class PreviewWriter:
     def send(self, message: Outgoing) -> Outcome:
         name = f"{len(self.entries) + 1:06d}-{safe_filename(message.to)}.eml"
         (self.folder / name).write_bytes(message.data)
-        headers = message_from_bytes(message.data, policy=policy.default)
-        subject = str(headers.get("Subject", ""))
+        subject = message.subject
         self.entries.append(
             PreviewEntry(name, message.to, subject, message.row, message.message_id)
         )

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import ssl
 import time
+from dataclasses import replace
 from typing import Protocol
 
 from notify.compose import Outgoing
@@ -238,14 +239,7 @@ class RedirectTransport:
 
     def send(self, message: Outgoing) -> Outcome:
         marker = f"X-Notify-Test-Send: for {message.to}; no customer is marked as sent\r\n"
-        redirected = Outgoing(
-            key=message.key,
-            envelope_from=message.envelope_from,
-            to=self.address,
-            message_id=message.message_id,
-            data=marker.encode("utf-8") + message.data,
-            row=message.row,
-        )
+        redirected = replace(message, to=self.address, data=marker.encode() + message.data)
         return self.inner.send(redirected)
 
     def close(self) -> None:

@@ -1,0 +1,103 @@
+"""Render and build messages in worker processes, so both cores work on a large incident.
+
+The incident (templates, composer, recipients) is handed to the workers by fork: they
+inherit it, nothing is pickled but recipients going in and message bytes coming back.
+The pool is made before any thread starts, because forking a threaded process is unsafe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from multiprocessing.pool import Pool
+from typing import TYPE_CHECKING
+
+from notify.compose import Outgoing
+from notify.errors import RenderError
+from notify.models import Recipient
+from notify.rendering import render
+
+if TYPE_CHECKING:
+    from notify.pipeline import Incident
+
+CHUNK = 500  # recipients per task: large enough to amortise the pickling round trip
+MIN_RECIPIENTS = 4000  # below this a pool costs more than it saves
+
+_incident: Incident | None = None  # set in the parent just before the fork
+
+
+class RenderPool:
+    """Turns recipients into messages (or render problems), in parallel when it pays."""
+
+    def __init__(self, incident: Incident, *, processes: int | None = None) -> None:
+        global _incident
+        self.incident = incident
+        count = processes if processes is not None else _default_processes(incident)
+        self._pool: Pool | None = None
+        if count > 1:
+            _incident = incident
+            self._pool = multiprocessing.get_context("fork").Pool(count)
+
+    def problems(self) -> list[str]:
+        """Every recipient's render or header problem, in source order."""
+        chunks = _chunks(self.incident.cleaned.recipients)
+        if self._pool is None:
+            return [p for chunk in chunks for p in _problems_in(self.incident, chunk)]
+        return [p for found in self._pool.imap(_problems_task, chunks) for p in found]
+
+    def outgoing(self, recipients: Sequence[Recipient]) -> Iterator[Outgoing]:
+        """The messages, in order, built ahead by the workers while the caller consumes."""
+        if self._pool is None:
+            yield from self.incident.outgoing(list(recipients))
+            return
+        for built in self._pool.imap(_build_task, _chunks(recipients)):
+            yield from built
+
+    def build(self, recipients: Sequence[Recipient]) -> list[Outgoing]:
+        """One batch, e.g. what a sender just claimed; safe to call from many threads."""
+        if self._pool is None or not recipients:
+            return list(self.incident.outgoing(list(recipients)))
+        return self._pool.apply(_build_task, (list(recipients),))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> RenderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _default_processes(incident: Incident) -> int:
+    if len(incident.cleaned.recipients) < MIN_RECIPIENTS:
+        return 1
+    return min(len(os.sched_getaffinity(0)), 4)
+
+
+def _chunks(recipients: Sequence[Recipient]) -> list[list[Recipient]]:
+    return [list(recipients[i : i + CHUNK]) for i in range(0, len(recipients), CHUNK)]
+
+
+def _problems_in(incident: Incident, recipients: list[Recipient]) -> list[str]:
+    problems = []
+    for recipient in recipients:
+        try:
+            incident.composer.compose(render(incident.templates, recipient, incident.context))
+        except RenderError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _problems_task(recipients: list[Recipient]) -> list[str]:
+    assert _incident is not None
+    return _problems_in(_incident, recipients)
+
+
+def _build_task(recipients: list[Recipient]) -> list[Outgoing]:
+    assert _incident is not None
+    return list(_incident.outgoing(recipients))

@@ -1,0 +1,48 @@
+"""Worker processes build exactly what the parent would, in the same order."""
+
+from __future__ import annotations
+
+import re
+
+from notify import pipeline
+from notify.workers import RenderPool
+from notify.workspace import Workspace
+from tests.conftest import make_rows
+
+DATE = re.compile(rb"^Date: .*\r\n", re.MULTILINE)
+
+
+def load(workspace):
+    return pipeline.load_incident(Workspace.open(workspace.root), "42", {})
+
+
+def test_two_processes_build_the_same_messages_in_order(workspace):
+    workspace.rows(make_rows(1200, items_each=2))
+    incident = load(workspace)
+    recipients = incident.cleaned.recipients
+    with RenderPool(incident, processes=1) as serial:
+        expected = list(serial.outgoing(recipients))
+    with RenderPool(incident, processes=2) as parallel:
+        built = list(parallel.outgoing(recipients))
+        batch = parallel.build(recipients[700:720])
+    assert [m.key for m in built] == [r.key for r in recipients]
+    assert [DATE.sub(b"", m.data) for m in built] == [DATE.sub(b"", m.data) for m in expected]
+    assert [m.key for m in batch] == [r.key for r in recipients[700:720]]
+
+
+def test_two_processes_find_the_same_problems(workspace):
+    rows = make_rows(1100)
+    for index in (5, 600, 1099):
+        rows[index][0] = ""
+    workspace.rows(rows)
+    workspace.write("templates/apology/subject.j2", "Hello {{ customer.name }}\n")
+    incident = load(workspace)
+    with RenderPool(incident, processes=2) as parallel:
+        problems = parallel.problems()
+    with RenderPool(incident, processes=1) as serial:
+        assert problems == serial.problems()
+    assert [p.split(" ")[0] for p in problems] == [
+        "customer5@example.com",
+        "customer600@example.com",
+        "customer1099@example.com",
+    ]
