@@ -146,6 +146,9 @@ class Sender:
         if not self.interval:
             return
         with self._slot_lock:
+            now = time.time()
+            while self._slots and self._slots[0] < now - self.interval:
+                self._slots.popleft()  # missed while busy: using it late would make a burst
             if not self._slots:
                 self._reserve_slots()
             slot = self._slots.popleft()
