@@ -8,13 +8,15 @@ addresses are listed for the operator and never merged.
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
+from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from notify.errors import SourceError
 from notify.models import (
@@ -26,6 +28,13 @@ from notify.models import (
     Reject,
 )
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(
+    rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@"
+    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+MAX_SAME_NAME = 20  # holders of one name listed as look-alikes, beyond which it is noise
 _FULL_BUCKET = 30  # buckets up to this size are compared pairwise
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
@@ -123,6 +132,10 @@ def _check_addresses(addresses: list[str]) -> dict[str, tuple[str, str] | str]:
         if not raw:
             verdicts[raw] = "no address"
             continue
+        plain = plain_address(raw)
+        if plain is not None:
+            verdicts[raw] = (plain.lower(), plain)
+            continue
         try:
             valid = validate_email(raw, check_deliverability=False)
         except EmailNotValidError as exc:
@@ -134,44 +147,87 @@ def _check_addresses(addresses: list[str]) -> dict[str, tuple[str, str] | str]:
     return verdicts
 
 
+def plain_address(raw: str) -> str | None:
+    """The normalised form of an everyday ASCII address, or None to ask email-validator.
+
+    Most addresses are plain 'name@example.com'; checking those with one regex is ~20x
+    cheaper than the full validator and gives the same answer (a test holds it to that)."""
+    match = _PLAIN_ADDRESS.fullmatch(raw)
+    if match is None or len(raw) > 254 or len(match["local"]) > 64:
+        return None
+    domain = match["domain"].lower()
+    if "--" in domain or any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE):
+        return None
+    return f"{match['local']}@{domain}"
+
+
 def find_lookalikes(recipients: Sequence[Recipient]) -> list[LookAlike]:
-    """Pairs of distinct recipients whose names or addresses are at most one edit apart."""
+    """Pairs of distinct recipients an operator should glance at: the same name, names one
+    edit apart, or addresses one edit apart (in the part before the @).
+
+    Bounded for large exports: a name shared by many lists its first MAX_SAME_NAME holders,
+    and two similar names are shown by one pair of their holders."""
     found: dict[tuple[str, str], LookAlike] = {}
-    names = [_fold_name(r.fields.get("name", "")) for r in recipients]
-    addresses = [r.key for r in recipients]
-    for first, second in _near_pairs(names):
-        a, b = recipients[first], recipients[second]
-        same = names[first] == names[second]
-        reason = (
-            f"same name {a.fields.get('name')!r}"
-            if same
-            else (f"similar names {a.fields.get('name')!r} and {b.fields.get('name')!r}")
-        )
+
+    def add(a: Recipient, b: Recipient, reason: str) -> None:
         found.setdefault((a.key, b.key), LookAlike(a.email, b.email, reason))
-    for first, second in _near_pairs(addresses):
-        a, b = recipients[first], recipients[second]
-        found.setdefault((a.key, b.key), LookAlike(a.email, b.email, "addresses one edit apart"))
+
+    holders: dict[str, list[Recipient]] = {}
+    for recipient in recipients:
+        folded = _fold_name(str(recipient.fields.get("name", "")))
+        if folded:
+            holders.setdefault(folded, []).append(recipient)
+    for group in holders.values():
+        for other in group[1:MAX_SAME_NAME]:
+            add(group[0], other, f"same name {group[0].fields.get('name')!r}")
+    names = list(holders)
+    for first, second in _near_pairs(names):
+        a, b = holders[names[first]][0], holders[names[second]][0]
+        add(a, b, f"similar names {a.fields.get('name')!r} and {b.fields.get('name')!r}")
+    for first, second in _near_pairs([r.key for r in recipients], split_at="@"):
+        add(recipients[first], recipients[second], "addresses one edit apart")
+    for a, b in _near_domains(recipients):
+        add(a, b, "addresses one edit apart")
     return list(found.values())
 
 
-def _near_pairs(values: Sequence[str]) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of non-empty values at most one edit apart.
+def _near_domains(recipients: Sequence[Recipient]) -> list[tuple[Recipient, Recipient]]:
+    """The same local part at two domains one edit apart ('mary@exampel.com'): compared
+    per distinct domain, so it stays cheap however many recipients there are."""
+    by_domain: dict[str, dict[str, Recipient]] = {}
+    for recipient in recipients:
+        local, _, domain = recipient.key.rpartition("@")
+        by_domain.setdefault(domain, {}).setdefault(local, recipient)
+    domains = list(by_domain)
+    pairs: list[tuple[Recipient, Recipient]] = []
+    for first, second in _near_pairs(domains):
+        one, other = by_domain[domains[first]], by_domain[domains[second]]
+        pairs.extend((one[local], other[local]) for local in one.keys() & other.keys())
+    return pairs
 
-    Two strings one edit apart always share a one-character deletion (or the string
-    itself), so hashing every deletion and sorting finds candidates in O(n·len).
-    """
-    hashes: list[int] = []
-    owners: list[int] = []
+
+def _near_pairs(values: Sequence[str], *, split_at: str | None = None) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of distinct non-empty values exactly one edit apart.
+
+    Two strings one edit apart always share a one-character deletion, so hashing every
+    deletion and sorting finds the candidates in O(n·len) with compact arrays. With
+    `split_at`, only the part before its last occurrence is edited (the local part)."""
+    hashes = array("q")
+    owners = array("q")
     for index, value in enumerate(values):
         if not value:
             continue
-        variants = {value, *(value[:i] + value[i + 1 :] for i in range(len(value)))}
+        head, tail = value, ""
+        if split_at and split_at in value:
+            cut = value.rindex(split_at)
+            head, tail = value[:cut], value[cut:]
+        variants = {value, *(head[:i] + head[i + 1 :] + tail for i in range(len(head)))}
         hashes.extend(hash(v) for v in variants)
         owners.extend([index] * len(variants))
     if not hashes:
         return []
-    hash_array = np.array(hashes, dtype=np.int64)
-    owner_array = np.array(owners, dtype=np.int64)
+    hash_array = np.frombuffer(hashes, dtype=np.int64)
+    owner_array = np.frombuffer(owners, dtype=np.int64)
     order = np.argsort(hash_array, kind="stable")
     sorted_hashes = hash_array[order]
     starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
@@ -179,7 +235,8 @@ def _near_pairs(values: Sequence[str]) -> list[tuple[int, int]]:
     pairs: set[tuple[int, int]] = set()
     for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
         group = sorted(set(owner_array[order[start : start + size]].tolist()))
-        _pairs_in(group, values, pairs)
+        if len(group) > 1:
+            _pairs_in(group, values, pairs)
     return sorted(pairs)
 
 
@@ -189,7 +246,7 @@ def _pairs_in(group: list[int], values: Sequence[str], pairs: set[tuple[int, int
     anchors = group if len(group) <= _FULL_BUCKET else group[:1]
     for position, anchor in enumerate(anchors):
         for other in group[position + 1 :]:
-            if values[anchor] == values[other] or _one_edit(values[anchor], values[other]):
+            if values[anchor] != values[other] and _one_edit(values[anchor], values[other]):
                 pairs.add((anchor, other))
 
 

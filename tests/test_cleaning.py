@@ -434,12 +434,56 @@ def test_every_pair_of_names_at_most_one_edit_apart_is_flagged(names: list[str])
     recipients = [
         _recipient(f"person{n:03d}{'q' * n}@far{n}.example", name) for n, name in enumerate(names)
     ]
-    flagged = {frozenset((la.first, la.second)) for la in find_lookalikes(recipients)}
-    folded = [" ".join(name.split()) for name in names]
+    # Bounded listing: every recipient with a name at most one edit from another's is
+    # in at least one listed pair, and every listed pair really is that close.
+    pairs = find_lookalikes(recipients)
+    folded = {r.email: " ".join(name.split()) for r, name in zip(recipients, names, strict=True)}
+    flagged = {address for la in pairs for address in (la.first, la.second)}
     expected = {
-        frozenset((a.email, b.email))
-        for i, a in enumerate(recipients)
-        for j, b in enumerate(recipients[i + 1 :], start=i + 1)
-        if _osa_distance(folded[i], folded[j]) <= 1
+        a.email
+        for a in recipients
+        for b in recipients
+        if a is not b and _osa_distance(folded[a.email], folded[b.email]) <= 1
     }
     assert flagged == expected
+    assert all(_osa_distance(folded[la.first], folded[la.second]) <= 1 for la in pairs)
+
+
+_LOCAL = st.text(alphabet="abcXYZ09.+-_'", min_size=1, max_size=12)
+_LABEL = st.text(alphabet="abcxyzXY09-", min_size=1, max_size=10)
+
+
+@given(
+    st.one_of(
+        st.builds(
+            lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}",
+            _LOCAL,
+            st.lists(_LABEL, min_size=1, max_size=3),
+            st.sampled_from(["com", "ORG", "example", "test", "local", "io", "x1", "c"]),
+        ),
+        st.text(alphabet="ab@.-x ", max_size=14),
+    )
+)
+def test_the_fast_path_agrees_with_email_validator(raw: str) -> None:
+    """plain_address either defers (None) or gives exactly email-validator's answer."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from notify.cleaning import plain_address
+
+    fast = plain_address(raw)
+    if fast is None:
+        return
+    try:
+        valid = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AssertionError(f"fast path accepted {raw!r}, the validator says {exc}") from exc
+    assert fast == (valid.ascii_email or valid.normalized)
+
+
+def test_the_fast_path_takes_everyday_addresses() -> None:
+    from notify.cleaning import plain_address
+
+    assert plain_address("Maria.Lopez@Example.COM") == "Maria.Lopez@example.com"
+    assert plain_address("bob@@example.com") is None
+    assert plain_address("x@münchen.de") is None  # IDN: the validator's job
+    assert plain_address("a@host.test") is None  # special-use: the validator refuses it
