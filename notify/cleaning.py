@@ -3,29 +3,38 @@
 Pure: takes a DataFrame and the manifest's mapping, returns a CleanResult, changes nothing.
 Rows merge only when their addresses are the same after normalisation; similar names or
 addresses are listed for the operator and never merged.
+
+Addresses are never corrected. An internationalised domain is sent in its ASCII form; a
+non-ASCII local part is kept (it needs a relay offering SMTPUTF8). A likely typo of a
+popular mail domain holds the address back (a reject) unless `allow_typo_domains`; typo
+domains let through, role addresses and SMTPUTF8 addresses are listed for review.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
+import gc
+import itertools
 import re
-import unicodedata
-from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
+from notify.addresses import needs_smtputf8, role_of, typo_of
 from notify.errors import SourceError
+from notify.lookalikes import find_lookalikes
 from notify.models import (
     ROW_COLUMN,
     SOURCE_COLUMN,
     CleanResult,
-    LookAlike,
     Recipient,
     Reject,
+    Review,
 )
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -34,9 +43,9 @@ _PLAIN_ADDRESS = re.compile(
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
 _SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
-MAX_SAME_NAME = 20  # holders of one name listed as look-alikes, beyond which it is noise
-_FULL_BUCKET = 30  # buckets up to this size are compared pairwise
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+TYPO_REASON = "likely typo domain"  # the reject reason's first words, before the colon
+TYPO_DOMAIN, ROLE_ADDRESS, SMTPUTF8 = "typo domain", "role address", "SMTPUTF8"  # Review kinds
 
 
 def resolve_columns(
@@ -64,87 +73,132 @@ def clean(
     columns: Mapping[str, str],
     items: Mapping[str, str],
     where: str = "the manifest",
+    allow_typo_domains: bool = False,
 ) -> CleanResult:
     """Validate addresses and merge rows per recipient, keeping every row accounted for."""
     data_columns = [c for c in frame.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
     field_columns = resolve_columns(data_columns, columns, where=where, section="columns")
     item_columns = resolve_columns(data_columns, items, where=where, section="group")
     email_column = field_columns["email"]
-    trimmed = {
-        column: _trim(frame[column]) for column in {*field_columns.values(), *item_columns.values()}
-    }
-    checked = _check_addresses(trimmed[email_column])
-    recipients: dict[str, _Builder] = {}
-    rejects: list[Reject] = []
-    rows = frame[ROW_COLUMN].tolist()
-    sources = frame[SOURCE_COLUMN].tolist()
-    for index, raw_address in enumerate(trimmed[email_column]):
-        verdict = checked[raw_address]
-        if isinstance(verdict, str):
-            rejects.append(Reject(sources[index], rows[index], email_column, raw_address, verdict))
-            continue
-        key, address = verdict
-        fields = {name: trimmed[col][index] for name, col in field_columns.items()}
-        item = {name: trimmed[col][index] for name, col in item_columns.items()}
-        builder = recipients.get(key)
-        if builder is None:
-            recipients[key] = _Builder(key, address, sources[index])
-            builder = recipients[key]
-        builder.add(rows[index], fields, item)
-    built = [builder.build() for builder in recipients.values()]
-    return CleanResult(
-        recipients=built,
-        rejects=rejects,
-        lookalikes=find_lookalikes(built),
-        rows_read=len(frame),
-    )
+    with _collector_paused():
+        cells = {c: _trim(frame[c]) for c in {*field_columns.values(), *item_columns.values()}}
+        emails = cells[email_column]
+        rows = frame[ROW_COLUMN].tolist()
+        sources = frame[SOURCE_COLUMN].tolist()
+        # Every distinct cell is checked once, and rows are grouped by key in numpy.
+        cell_codes, distinct = pd.factorize(pd.Series(emails, dtype=object))
+        verdicts = [_check_address(raw, allow_typo_domains) for raw in distinct.tolist()]
+        key_codes, keys = pd.factorize(
+            pd.Series([v[0] if isinstance(v, tuple) else None for v in verdicts], dtype=object)
+        )
+        row_keys = key_codes[cell_codes]  # -1 for a rejected row
+        rejects = [
+            Reject(sources[i], rows[i], email_column, emails[i], str(verdicts[cell_codes[i]]))
+            for i in np.flatnonzero(row_keys < 0).tolist()
+        ]
+        merge = _Merger(
+            [(name, cells[column]) for name, column in field_columns.items()],
+            [(name, cells[column]) for name, column in item_columns.items()],
+            rows,
+            sources,
+        )
+        built = [
+            merge(key, verdicts[cell_codes[indexes[0]]][1], indexes)
+            for key, indexes in zip(keys.tolist(), _rows_by_key(row_keys), strict=True)
+        ]
+        return CleanResult(
+            recipients=built,
+            rejects=rejects,
+            lookalikes=find_lookalikes(built),
+            rows_read=len(frame),
+            review=_review(built, rejects, allow_typo_domains=allow_typo_domains),
+        )
 
 
-class _Builder:
-    """Accumulates the rows of one recipient in source order."""
+def _rows_by_key(row_keys: np.ndarray) -> list[list[int]]:
+    """For key 0, 1, 2, ...: the indexes of its rows, in source order."""
+    order = np.argsort(row_keys, kind="stable")
+    ordered = row_keys[order]
+    first = int(np.searchsorted(ordered, 0))  # rejected rows (-1) sort first
+    bounds = [first, *(np.flatnonzero(np.diff(ordered[first:])) + 1 + first).tolist(), len(order)]
+    indexes = order.tolist()
+    return [indexes[start:end] for start, end in itertools.pairwise(bounds) if start < end]
 
-    def __init__(self, key: str, address: str, source: str) -> None:
-        self.key, self.address, self.source = key, address, source
-        self.fields: dict[str, Any] = {}
-        self.items: list[dict[str, Any]] = []
-        self.rows: list[int] = []
 
-    def add(self, row: int, fields: dict[str, str], item: dict[str, str]) -> None:
-        for name, value in fields.items():
-            if value and name not in self.fields:  # first non-empty value wins
-                self.fields[name] = value
-        self.items.append({name: value for name, value in item.items() if value})
-        self.rows.append(row)
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Creating millions of dicts and lists runs Python's cycle collector again and again
+    over every object alive (a third of the time of a million-row export). Nothing built
+    here forms a cycle, so it waits until the result is made."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-    def build(self) -> Recipient:
-        self.fields["email"] = self.address
-        return Recipient(self.key, self.address, self.fields, self.items, self.rows, self.source)
+
+class _Merger:
+    """Makes one recipient from the rows that share an address, in source order."""
+
+    def __init__(
+        self,
+        fields: list[tuple[str, list[str]]],
+        items: list[tuple[str, list[str]]],
+        rows: list[int],
+        sources: list[str],
+    ) -> None:
+        self.fields, self.items, self.rows, self.sources = fields, items, rows, sources
+
+    def __call__(self, key: str, address: str, indexes: list[int]) -> Recipient:
+        first = indexes[0]
+        merged: dict[str, Any] = {name: cells[first] for name, cells in self.fields if cells[first]}
+        if len(indexes) > 1 and len(merged) < len(self.fields):
+            for name, cells in self.fields:  # the first non-empty value wins
+                merged.setdefault(name, next((cells[i] for i in indexes if cells[i]), ""))
+            merged = {name: value for name, value in merged.items() if value}
+        merged["email"] = address
+        # Without [group] items each row is still one (empty) item.
+        items = [{name: cells[i] for name, cells in self.items if cells[i]} for i in indexes]
+        rows = [self.rows[i] for i in indexes]
+        return Recipient(key, address, merged, items, rows, self.sources[indexes[0]])
 
 
 def _trim(column: pd.Series) -> list[str]:
-    return column.astype(str).str.translate(_INVISIBLE).str.strip().tolist()
+    """Strip each cell, and drop invisible characters (only non-ASCII cells can hold them)."""
+    return [
+        (value if value.isascii() else value.translate(_INVISIBLE)).strip()
+        for value in column.astype(str).tolist()
+    ]
 
 
-def _check_addresses(addresses: list[str]) -> dict[str, tuple[str, str] | str]:
-    """Each distinct address -> (ledger key, address to send to), or the reason it is invalid."""
-    verdicts: dict[str, tuple[str, str] | str] = {}
-    for raw in set(addresses):
-        if not raw:
-            verdicts[raw] = "no address"
-            continue
-        plain = plain_address(raw)
-        if plain is not None:
-            verdicts[raw] = (plain.lower(), plain)
-            continue
-        try:
-            valid = validate_email(raw, check_deliverability=False)
-        except EmailNotValidError as exc:
-            verdicts[raw] = f"not a valid address: {exc}"
-            continue
-        address = valid.ascii_email or valid.normalized
-        # lower(), not casefold(): casefold makes 'straße@' and 'strasse@' one recipient.
-        verdicts[raw] = (valid.normalized.lower(), address)
-    return verdicts
+def _check_address(raw: str, allow_typo_domains: bool) -> tuple[str, str] | str:
+    """(ledger key, address to send to), or why the address is not sent to."""
+    verdict = _validate(raw)
+    if allow_typo_domains or isinstance(verdict, str):
+        return verdict
+    domain = verdict[1].rpartition("@")[2]
+    fix = typo_of(domain)
+    if fix is None:
+        return verdict
+    return f"{TYPO_REASON}: {domain} looks like {fix}; fix the export, or pass --allow-typo-domains"
+
+
+def _validate(raw: str) -> tuple[str, str] | str:
+    if not raw:
+        return "no address"
+    plain = plain_address(raw)
+    if plain is not None:  # the same string object where possible: a million rows add up
+        return (plain if plain.islower() else plain.lower()), plain
+    try:
+        valid = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"not a valid address: {exc}"
+    # The domain goes out in its ASCII (IDNA) form; a non-ASCII local part stays as it is.
+    address = valid.ascii_email or f"{valid.normalized.rpartition('@')[0]}@{valid.ascii_domain}"
+    # lower(), not casefold(): casefold makes 'straße@' and 'strasse@' one recipient.
+    return valid.normalized.lower(), address
 
 
 def plain_address(raw: str) -> str | None:
@@ -156,121 +210,41 @@ def plain_address(raw: str) -> str | None:
     if match is None or len(raw) > 254 or len(match["local"]) > 64:
         return None
     domain = match["domain"].lower()
-    if "--" in domain or any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE):
+    if _needs_validator(domain):
         return None
-    return f"{match['local']}@{domain}"
+    return raw if domain == match["domain"] else f"{match['local']}@{domain}"
 
 
-def find_lookalikes(recipients: Sequence[Recipient]) -> list[LookAlike]:
-    """Pairs of distinct recipients an operator should glance at: the same name, names one
-    edit apart, or addresses one edit apart (in the part before the @).
-
-    Bounded for large exports: a name shared by many lists its first MAX_SAME_NAME holders,
-    and two similar names are shown by one pair of their holders."""
-    found: dict[tuple[str, str], LookAlike] = {}
-
-    def add(a: Recipient, b: Recipient, reason: str) -> None:
-        found.setdefault((a.key, b.key), LookAlike(a.email, b.email, reason))
-
-    holders: dict[str, list[Recipient]] = {}
-    for recipient in recipients:
-        folded = _fold_name(str(recipient.fields.get("name", "")))
-        if folded:
-            holders.setdefault(folded, []).append(recipient)
-    for group in holders.values():
-        for other in group[1:MAX_SAME_NAME]:
-            add(group[0], other, f"same name {group[0].fields.get('name')!r}")
-    names = list(holders)
-    for first, second in _near_pairs(names):
-        a, b = holders[names[first]][0], holders[names[second]][0]
-        add(a, b, f"similar names {a.fields.get('name')!r} and {b.fields.get('name')!r}")
-    for first, second in _near_pairs([r.key for r in recipients], split_at="@"):
-        add(recipients[first], recipients[second], "addresses one edit apart")
-    for a, b in _near_domains(recipients):
-        add(a, b, "addresses one edit apart")
-    return list(found.values())
+@functools.lru_cache(maxsize=65536)
+def _needs_validator(domain: str) -> bool:
+    """Punycode and special-use domains ('x.test') are email-validator's to judge."""
+    return "--" in domain or any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE)
 
 
-def _near_domains(recipients: Sequence[Recipient]) -> list[tuple[Recipient, Recipient]]:
-    """The same local part at two domains one edit apart ('mary@exampel.com'): compared
-    per distinct domain, so it stays cheap however many recipients there are."""
-    by_domain: dict[str, dict[str, Recipient]] = {}
-    for recipient in recipients:
-        local, _, domain = recipient.key.rpartition("@")
-        by_domain.setdefault(domain, {}).setdefault(local, recipient)
-    domains = list(by_domain)
-    pairs: list[tuple[Recipient, Recipient]] = []
-    for first, second in _near_pairs(domains):
-        one, other = by_domain[domains[first]], by_domain[domains[second]]
-        pairs.extend((one[local], other[local]) for local in one.keys() & other.keys())
-    return pairs
-
-
-def _near_pairs(values: Sequence[str], *, split_at: str | None = None) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of distinct non-empty values exactly one edit apart.
-
-    Two strings one edit apart always share a one-character deletion, so hashing every
-    deletion and sorting finds the candidates in O(n·len) with compact arrays. With
-    `split_at`, only the part before its last occurrence is edited (the local part)."""
-    hashes = array("q")
-    owners = array("q")
-    for index, value in enumerate(values):
-        if not value:
-            continue
-        head, tail = value, ""
-        if split_at and split_at in value:
-            cut = value.rindex(split_at)
-            head, tail = value[:cut], value[cut:]
-        variants = {value, *(head[:i] + head[i + 1 :] + tail for i in range(len(head)))}
-        hashes.extend(hash(v) for v in variants)
-        owners.extend([index] * len(variants))
-    if not hashes:
-        return []
-    hash_array = np.frombuffer(hashes, dtype=np.int64)
-    owner_array = np.frombuffer(owners, dtype=np.int64)
-    order = np.argsort(hash_array, kind="stable")
-    sorted_hashes = hash_array[order]
-    starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
-    sizes = np.diff(np.r_[starts, len(sorted_hashes)])
-    pairs: set[tuple[int, int]] = set()
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-        group = sorted(set(owner_array[order[start : start + size]].tolist()))
-        if len(group) > 1:
-            _pairs_in(group, values, pairs)
-    return sorted(pairs)
-
-
-def _pairs_in(group: list[int], values: Sequence[str], pairs: set[tuple[int, int]]) -> None:
-    """Verify candidates sharing a deletion; a huge bucket (a very common name) is checked
-    against its first member only, so it stays linear."""
-    anchors = group if len(group) <= _FULL_BUCKET else group[:1]
-    for position, anchor in enumerate(anchors):
-        for other in group[position + 1 :]:
-            if values[anchor] != values[other] and _one_edit(values[anchor], values[other]):
-                pairs.add((anchor, other))
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """True when a and b differ by one substitution, insertion, deletion or transposition."""
-    if abs(len(a) - len(b)) > 1:
-        return False
-    prefix = 0
-    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
-        prefix += 1
-    ra, rb = a[prefix:], b[prefix:]
-    return (
-        ra[1:] == rb[1:]
-        or ra[1:] == rb
-        or ra == rb[1:]
-        or (len(ra) >= 2 and ra[:2] == rb[1::-1] and ra[2:] == rb[2:])
-    )
-
-
-def _fold_name(name: str) -> str:
-    """Compare names without case, accents or punctuation: 'Zoë  O'Brien' ~ 'zoe obrien'."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    letters = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join("".join(c if c.isalnum() else " " for c in letters.casefold()).split())
+def _review(
+    recipients: Sequence[Recipient], rejects: Sequence[Reject], *, allow_typo_domains: bool
+) -> list[Review]:
+    """One line per address an operator should see: typo domains (held back or let
+    through), role mailboxes, and addresses that need a relay offering SMTPUTF8."""
+    review: list[Review] = []
+    held: set[str] = set()
+    for reject in rejects:
+        if reject.reason.startswith(TYPO_REASON) and reject.value.lower() not in held:
+            held.add(reject.value.lower())
+            detail = "held back: " + reject.reason.partition(": ")[2]
+            review.append(Review(reject.value, TYPO_DOMAIN, detail, reject.source, reject.row))
+    for r in recipients:
+        fix = typo_of(r.email.rpartition("@")[2]) if allow_typo_domains else None
+        if fix is not None:
+            detail = f"sent although it looks like {fix} (--allow-typo-domains)"
+            review.append(Review(r.email, TYPO_DOMAIN, detail, r.source, r.first_row))
+        role = role_of(r.email)
+        if role is not None:
+            review.append(Review(r.email, ROLE_ADDRESS, role, r.source, r.first_row))
+        if needs_smtputf8(r.email):
+            detail = "non-ASCII before the @: only a relay offering SMTPUTF8 takes it"
+            review.append(Review(r.email, SMTPUTF8, detail, r.source, r.first_row))
+    return review
 
 
 def _fold_header(name: str) -> str:

@@ -39,6 +39,14 @@ def workspace_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def typo_domains_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--allow-typo-domains",
+        is_flag=True,
+        help="Send to addresses whose domain looks like a typo (gmial.com); they are listed.",
+    )(command)
+
+
 def incident_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--incident", "incident_id", required=True, help="The incident id: incidents/<ID>.toml."
@@ -68,10 +76,13 @@ def cli() -> None:
 @cli.command()
 @incident_option
 @workspace_option
-def check(incident_id: str, workspace_dir: Path) -> None:
+@typo_domains_option
+def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> None:
     """Load, clean and render every message; send nothing; print the numbers."""
     workspace = Workspace.open(workspace_dir)
-    report = pipeline.check(workspace, incident_id, os.environ)
+    report = pipeline.check(
+        workspace, incident_id, os.environ, allow_typo_domains=allow_typo_domains
+    )
     _print_check(report)
     pipeline.require_ok(report)
     click.echo(f"\nAll good. Next: notify send --incident {incident_id} --dry-run")
@@ -94,6 +105,7 @@ def check(incident_id: str, workspace_dir: Path) -> None:
     is_flag=True,
     help="Go on although templates or export changed since this incident was first sent.",
 )
+@typo_domains_option
 def send(
     incident_id: str,
     workspace_dir: Path,
@@ -103,12 +115,18 @@ def send(
     limit: int | None,
     test_address: str | None,
     accept_changes: bool,
+    allow_typo_domains: bool,
 ) -> None:
     """Check, confirm, then send to everyone not yet sent to (re-running is safe)."""
     workspace = Workspace.open(workspace_dir)
     if dry_run:
         result = pipeline.preview(
-            workspace, incident_id, os.environ, folder=preview_dir, limit=limit
+            workspace,
+            incident_id,
+            os.environ,
+            folder=preview_dir,
+            limit=limit,
+            allow_typo_domains=allow_typo_domains,
         )
         assert result.preview_dir is not None
         click.echo(f"Wrote {result.summary.attempted} preview(s) to {result.preview_dir}/")
@@ -117,7 +135,12 @@ def send(
         return
     if test_address:
         result = pipeline.test_send(
-            workspace, incident_id, os.environ, address=test_address, limit=limit or 1
+            workspace,
+            incident_id,
+            os.environ,
+            address=test_address,
+            limit=limit or 1,
+            allow_typo_domains=allow_typo_domains,
         )
         s = result.summary
         click.echo(
@@ -126,7 +149,12 @@ def send(
         click.echo("No customer was marked as sent.")
         sys.exit(EXIT_OK if s.accepted == s.attempted else EXIT_UNDELIVERED)
     plan = pipeline.plan_send(
-        workspace, incident_id, os.environ, limit=limit, accept_changes=accept_changes
+        workspace,
+        incident_id,
+        os.environ,
+        limit=limit,
+        accept_changes=accept_changes,
+        allow_typo_domains=allow_typo_domains,
     )
     _print_check(plan.report)
     if not plan.to_send:
@@ -228,6 +256,9 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"    {reason:<18} {count:>8}")
     click.echo(f"  duplicates merged    {cleaned.duplicates_merged:>8}")
     click.echo(f"  look-alikes          {len(cleaned.lookalikes):>8}")
+    click.echo(f"  addresses to review  {len(cleaned.review):>8}")
+    for kind, count in sorted(report.review_by_kind.items()):
+        click.echo(f"    {kind:<18} {count:>8}")
     click.echo(f"  recipients           {len(cleaned.recipients):>8}")
     click.echo(f"  suppressed           {report.suppressed:>8}")
     click.echo(f"  already sent         {report.already_sent:>8}")
@@ -236,6 +267,8 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Rejected rows: {workspace.relative(report.rejects_file)}")
     if cleaned.lookalikes:
         click.echo(f"Look-alikes to review: {workspace.relative(report.lookalikes_file)}")
+    if cleaned.review:
+        click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
 
 
 def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:

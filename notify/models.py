@@ -44,6 +44,17 @@ class LookAlike:
 
 
 @dataclass(frozen=True)
+class Review:
+    """An address an operator should glance at: a typo domain, a role mailbox, SMTPUTF8."""
+
+    email: str
+    kind: str  # "typo domain", "role address" or "SMTPUTF8"
+    detail: str  # why, and whether it is sent or held back
+    source: str
+    row: int  # its first source row
+
+
+@dataclass(frozen=True)
 class Recipient:
     """One person to tell: every affected row with the same address, merged."""
 
@@ -71,6 +82,7 @@ class CleanResult:
     rejects: list[Reject]
     lookalikes: list[LookAlike]
     rows_read: int
+    review: list[Review] = field(default_factory=list)  # flagged, one line per address
 
     @property
     def duplicates_merged(self) -> int:

@@ -73,10 +73,16 @@ class CheckReport:
     problems: list[str]
     rejects_file: Path
     lookalikes_file: Path
+    review_file: Path
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def review_by_kind(self) -> dict[str, int]:
+        """Addresses flagged for review: typo domains, role mailboxes, SMTPUTF8."""
+        return dict(Counter(entry.kind for entry in self.incident.cleaned.review))
 
 
 @dataclass
@@ -101,7 +107,13 @@ class SendResult:
     preview_dir: Path | None = None
 
 
-def load_incident(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> Incident:
+def load_incident(
+    workspace: Workspace,
+    incident_id: str,
+    environ: Mapping[str, str],
+    *,
+    allow_typo_domains: bool = False,
+) -> Incident:
     """Settings, manifest, templates and data, all validated, or one clear error."""
     settings = load_settings(workspace, environ)
     manifest = load_manifest(workspace, incident_id)
@@ -117,7 +129,13 @@ def load_incident(workspace: Workspace, incident_id: str, environ: Mapping[str, 
     frame = load_sources(
         manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
     )
-    cleaned = clean(frame, columns=manifest.columns, items=manifest.items, where=where)
+    cleaned = clean(
+        frame,
+        columns=manifest.columns,
+        items=manifest.items,
+        where=where,
+        allow_typo_domains=allow_typo_domains,
+    )
     composer = Composer(
         incident_id=incident_id, sender=sender, reply_to=reply_to, return_path=settings.return_path
     )
@@ -125,9 +143,16 @@ def load_incident(workspace: Workspace, incident_id: str, environ: Mapping[str, 
     return Incident(workspace, settings, manifest, cleaned, templates, composer, context)
 
 
-def check(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> CheckReport:
-    """Load, clean and render every message; send nothing; write rejects and look-alikes."""
-    incident = load_incident(workspace, incident_id, environ)
+def check(
+    workspace: Workspace,
+    incident_id: str,
+    environ: Mapping[str, str],
+    *,
+    allow_typo_domains: bool = False,
+) -> CheckReport:
+    """Load, clean and render every message; send nothing; write rejects, look-alikes and
+    the addresses to review."""
+    incident = load_incident(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     with RenderPool(incident) as pool:
         problems = pool.problems()
     if not incident.cleaned.recipients:
@@ -136,8 +161,10 @@ def check(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) ->
     folder = workspace.incident_dir(incident_id)
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
+    review_file = folder / "review.csv"
     _write_rejects(incident.cleaned, rejects_file)
     _write_lookalikes(incident.cleaned, lookalikes_file)
+    _write_review(incident.cleaned, review_file)
     return CheckReport(
         incident=incident,
         rejected_by_reason=dict(Counter(r.reason.split(":")[0] for r in incident.cleaned.rejects)),
@@ -146,6 +173,7 @@ def check(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) ->
         problems=problems,
         rejects_file=rejects_file,
         lookalikes_file=lookalikes_file,
+        review_file=review_file,
     )
 
 
@@ -162,9 +190,10 @@ def preview(
     *,
     folder: Path | None = None,
     limit: int | None = None,
+    allow_typo_domains: bool = False,
 ) -> SendResult:
     """Write what would be sent to a folder; no network, no ledger."""
-    report = check(workspace, incident_id, environ)
+    report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
     target = folder or workspace.default_preview_dir(incident_id)
@@ -182,9 +211,10 @@ def plan_send(
     *,
     limit: int | None = None,
     accept_changes: bool = False,
+    allow_typo_domains: bool = False,
 ) -> SendPlan:
     """Check, register every recipient in the ledger, and count who is still owed a message."""
-    report = check(workspace, incident_id, environ)
+    report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
     SmtpTransport(incident.settings)  # validates the SMTP settings before asking anyone
@@ -277,9 +307,10 @@ def test_send(
     *,
     address: str,
     limit: int = 1,
+    allow_typo_domains: bool = False,
 ) -> SendResult:
     """Real recipients' messages, delivered to the operator's address; nobody marked as sent."""
-    report = check(workspace, incident_id, environ)
+    report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
     transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
@@ -396,6 +427,14 @@ def _write_rejects(cleaned: CleanResult, path: Path) -> None:
         writer.writerow(["source", "row", "column", "value", "reason"])
         for r in cleaned.rejects:
             writer.writerow([r.source, r.row, r.column, r.value, r.reason])
+
+
+def _write_review(cleaned: CleanResult, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "kind", "detail", "source", "row"])
+        for entry in cleaned.review:
+            writer.writerow([entry.email, entry.kind, entry.detail, entry.source, entry.row])
 
 
 def _write_lookalikes(cleaned: CleanResult, path: Path) -> None:

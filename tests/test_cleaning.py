@@ -9,8 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from notify.cleaning import _one_edit, clean, find_lookalikes, resolve_columns
+from notify.cleaning import clean, resolve_columns
 from notify.errors import SourceError
+from notify.lookalikes import _one_edit, find_lookalikes
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, CleanResult, LookAlike, Recipient, Reject
 
 SOURCE = "data/affected.csv"

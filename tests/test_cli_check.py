@@ -107,3 +107,39 @@ def test_an_unreadable_export_is_one_line(workspace, run_cli):
 def test_usage_errors_exit_2(workspace, run_cli, args):
     result = run_cli(workspace, *args)
     assert result.exit_code == 2
+
+
+def test_typo_domains_are_held_back_and_role_addresses_listed(workspace, run_cli):
+    workspace.rows(
+        [
+            ["Mary Major", "mary@gmial.com", "", "A-1", "1.00"],
+            ["Help Desk", "support@example.com", "", "A-2", "2.00"],
+            ["Kim Lee", "kim@example.org", "", "A-3", "3.00"],
+        ]
+    )
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "    likely typo domain        1" in lines
+    assert "  addresses to review         2" in lines
+    assert "    role address              1" in lines
+    assert "    typo domain               1" in lines
+    assert "  recipients                  2" in lines
+    review = list(csv.DictReader((workspace.root / ".notify/incident-42/review.csv").open()))
+    assert [(r["email"], r["kind"], r["row"]) for r in review] == [
+        ("mary@gmial.com", "typo domain", "2"),
+        ("support@example.com", "role address", "3"),
+    ]
+    assert review[0]["detail"].startswith("held back: gmial.com looks like gmail.com")
+
+
+def test_allow_typo_domains_sends_to_them_and_still_lists_them(workspace, run_cli):
+    workspace.rows([["Mary Major", "mary@gmial.com", "", "A-1", "1.00"]])
+    held = run_cli(workspace, "check", "--incident", "42")
+    assert held.exit_code == 3
+    assert "no valid recipient" in held.output
+    allowed = run_cli(workspace, "check", "--incident", "42", "--allow-typo-domains")
+    assert allowed.exit_code == 0, allowed.output
+    assert "  recipients                  1" in allowed.output.splitlines()
+    review = list(csv.DictReader((workspace.root / ".notify/incident-42/review.csv").open()))
+    assert review[0]["detail"] == "sent although it looks like gmail.com (--allow-typo-domains)"
