@@ -13,6 +13,7 @@ from notify.workspace import Workspace
 
 SECURITY_MODES = ("starttls", "tls", "none")
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 DEFAULT_RESEND_SCHEDULE = "1h,4h,12h,24h,48h,48h"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -37,6 +38,7 @@ class Settings:
     resend_schedule: tuple[float, ...] = ()
     imap_host: str | None = None
     imap_port: int = 993
+    imap_security: str = "tls"
     imap_user: str | None = None
     imap_password: str | None = field(default=None, repr=False)
     imap_folder: str = "INBOX"
@@ -67,6 +69,12 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"NOTIFY_SMTP_SECURITY={security!r} is not one of starttls, tls, none; fix it in .env"
         )
+    imap_security = (text("NOTIFY_IMAP_SECURITY") or "tls").lower()
+    if imap_security not in SECURITY_MODES:
+        raise SettingsError(
+            f"NOTIFY_IMAP_SECURITY={imap_security!r} is not one of tls, starttls, none; "
+            "fix it in .env"
+        )
     return Settings(
         smtp_host=text("NOTIFY_SMTP_HOST"),
         smtp_port=_integer(env, "NOTIFY_SMTP_PORT", _DEFAULT_PORTS[security], 1, 65535),
@@ -84,7 +92,8 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
             text("NOTIFY_RESEND_SCHEDULE") or DEFAULT_RESEND_SCHEDULE, "NOTIFY_RESEND_SCHEDULE"
         ),
         imap_host=text("NOTIFY_IMAP_HOST"),
-        imap_port=_integer(env, "NOTIFY_IMAP_PORT", 993, 1, 65535),
+        imap_port=_integer(env, "NOTIFY_IMAP_PORT", _IMAP_PORTS[imap_security], 1, 65535),
+        imap_security=imap_security,
         imap_user=text("NOTIFY_IMAP_USER"),
         imap_password=env.get("NOTIFY_IMAP_PASSWORD") or None,
         imap_folder=text("NOTIFY_IMAP_FOLDER") or "INBOX",

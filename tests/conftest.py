@@ -243,3 +243,24 @@ def ledger_settings(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "sqlite":
         return {}
     return {"ledger": request.getfixturevalue("pg_ledger_url")}
+
+
+@pytest.fixture(scope="session")
+def imap_server(smtp_ca: tuple[Any, str]) -> Iterator[Any]:
+    """A private Dovecot on 127.0.0.1 (IMAPS and STARTTLS ports), certified by the test CA."""
+    from tests.imap_server import DovecotServer, find_dovecot
+
+    binary = find_dovecot()
+    if binary is None:
+        unavailable_service("Dovecot is not installed (Debian: apt-get install dovecot-imapd)")
+        return
+    ca, ca_file = smtp_ca
+    with DovecotServer(binary, ca=ca, ca_file=ca_file) as server:
+        yield server
+
+
+@pytest.fixture
+def imap_account(imap_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh account with an empty INBOX; SSL_CERT_FILE makes the client trust the server."""
+    monkeypatch.setenv("SSL_CERT_FILE", imap_server.ca_file)
+    return imap_server.new_account()
