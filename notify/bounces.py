@@ -1,0 +1,354 @@
+"""What a bounce says: who could not be reached, why, and whether trying again can help.
+
+The parser is pure: bytes in, a ``Bounce`` (or None for ordinary mail) out. It reads
+RFC 3464/6533 delivery-status reports first, and the text of the MTAs that write none.
+A reason is classified by the enhanced status code's class and subject (RFC 3463), since
+"550" alone cannot tell an unknown user from a spam refusal: only the address's own
+faults are HARD, the sender's problems (policy, reputation, rate) never condemn an
+address, and a temporary failure is never permanent.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+
+from notify import bounce_text, dsn
+from notify.dsn import Report
+
+
+class BounceKind(enum.StrEnum):
+    """What a bounce means for the recipient it names."""
+
+    HARD = "hard"  # the address is bad (unknown user, mailbox or domain): never retry it
+    SOFT = "soft"  # mailbox full, server down, greylisting: retry later
+    SENDER = "sender"  # policy, auth, spam, reputation, rate, content: ours to fix, not theirs
+    DELAYED = "delayed"  # a "still trying" notice: no action, never a re-send
+    AUTO_REPLY = "auto-reply"  # out-of-office, vacation, autoresponder: not a bounce
+    UNKNOWN = "unknown"  # looks like a bounce but cannot be classified
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    """One recipient a bounce names (for an auto-reply: the mailbox that replied)."""
+
+    address: str | None  # Original-Recipient, else Final-Recipient, else what the text names
+    status: str | None  # enhanced status code, e.g. "5.1.1" (RFC 3463)
+    kind: BounceKind
+    diagnostic: str  # the remote server's words (an auto-reply's subject), one line
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """Everything a bounce tells the ledger, and what makes reading it twice harmless."""
+
+    kind: BounceKind  # the most consequential of the recipients' kinds
+    recipients: list[FailedRecipient]
+    verp_tokens: list[str]  # recipient tokens found in VERP addresses the bounce was sent to
+    original_message_ids: list[str]  # Message-ID(s) of the message it returns or answers
+    message_id: str | None  # the bounce's own Message-ID
+    fingerprint: str  # the same bounce read twice (mbox, Maildir, IMAP) gives the same value
+
+
+# Most consequential first: an address to give up on outweighs one to retry.
+_PRECEDENCE = [
+    BounceKind.HARD,
+    BounceKind.SOFT,
+    BounceKind.SENDER,
+    BounceKind.UNKNOWN,
+    BounceKind.DELAYED,
+    BounceKind.AUTO_REPLY,
+]
+_FAILURE_ACTIONS = {"failed", "delayed"}
+_VERP_HEADERS = (
+    "To",
+    "Delivered-To",
+    "X-Original-To",
+    "Envelope-To",
+    "X-Envelope-To",
+    "X-Original-Recipient",
+    "Return-Path",
+)
+_RETURNED_VERP_HEADERS = ("Return-Path", "X-Envelope-From", "Errors-To")
+_MBOX_FROM = re.compile(rb">*From ")
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+_DIAGNOSTIC_ENHANCED = re.compile(r"(?<![\w.])([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_BASIC = re.compile(r"^\s*#?([245])(\d\d)\b")
+_MAILER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailer|mmdf|bounces?)@", re.I)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered mail|delivery status notification|delivery (?:has )?fail"
+    r"|mail delivery (?:failed|failure|system)|failure notice|returned mail|non.?delivery"
+    r"|could not be delivered|delivery failure|rejected:",
+    re.IGNORECASE,
+)
+_BOUNCE_BODY = re.compile(
+    r"this is the qmail-send program|created automatically by mail delivery software"
+    r"|unable to deliver your message|delivery has failed to these recipients"
+    r"|could not be delivered to one or more|wasn't delivered to|this is the mail system at",
+    re.IGNORECASE,
+)
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:out of (?:the )?office|automatic reply|auto(?:matic)?[ -]?(?:reply|response)"
+    r"|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica"
+    r"|automatisch antwoord)",
+    re.IGNORECASE,
+)
+# Phrases for replies with no specific enhanced code, strongest claim first: a refusal
+# that mentions spam is about us even when it also says "mailbox unavailable".
+_RATE_PHRASES = re.compile(
+    r"too many|rate.?limit|throttl|sending (?:quota|limit)|unusual rate", re.IGNORECASE
+)
+_PHRASES = [
+    (
+        BounceKind.SENDER,
+        re.compile(
+            r"\bspam|black.?list|block.?list|\bblocked\b|\bpolicy\b|dmarc|\bspf\b|\bdkim\b"
+            r"|reputation|not authori[sz]ed|unauthenticated|relay(?:ing)? (?:access )?denied",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        BounceKind.SOFT,
+        re.compile(
+            r"quota|mailbox (?:is )?full|storage|insufficient (?:system )?storage"
+            r"|gr[ae]ylist|try again later|temporar",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        BounceKind.HARD,
+        re.compile(
+            r"user unknown|unknown (?:user|recipient|address)"
+            r"|no such (?:user|recipient|mailbox|address)|n[o']t exist|no mailbox"
+            r"|mailbox (?:unavailable|not found)|(?:user|recipient|address) not found"
+            r"|recipnotfound|couldn't be found|invalid (?:recipient|mailbox|address)"
+            r"|account (?:has been )?disabled|unrouteable|domain not found",
+            re.IGNORECASE,
+        ),
+    ),
+]
+
+
+def parse_bounce(raw: bytes, *, return_path: str | None = None) -> Bounce | None:
+    """Read one message; None when it is ordinary mail (a customer's reply), never an error."""
+    try:
+        return _parse(raw, return_path)
+    except Exception:  # the last guard: one odd message must not stop a mailbox of them
+        return _bounce(BounceKind.UNKNOWN, [], [], [], None, raw)
+
+
+def _parse(raw: bytes, return_path: str | None) -> Bounce | None:
+    """Parse, then decide: a delivery report, an auto-reply, a text bounce, or nothing."""
+    msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    parts = dsn.layout(msg)
+    tokens = _tokens(msg, parts.returned, return_path)
+    text, quoted = bounce_text.split_returned("\n".join(parts.text))
+    returned_ids = _returned_ids(parts.returned) + bounce_text.quoted_message_ids(quoted)
+    message_id = next(iter(dsn.message_ids(dsn.header(msg, "Message-ID"))), None)
+    if parts.status_blocks:
+        reports = [r for b in parts.status_blocks if (r := dsn.report(b))]
+        if reports and not any(r.action in _FAILURE_ACTIONS for r in reports):
+            return None  # only success notices (delivered, relayed, expanded)
+        reports = [r for r in reports if r.action in _FAILURE_ACTIONS] or _text_reports(msg, text)
+    elif _looks_like_bounce(msg, text):  # before auto-replies: Exim marks bounces auto-replied
+        reports = _text_reports(msg, text)
+    elif _is_auto_reply(msg):
+        return _auto_reply(msg, tokens, raw)
+    elif tokens:  # sent to a VERP address, yet in no known shape
+        reports = _text_reports(msg, text)
+    else:
+        return None
+    recipients = [_classified(report) for report in reports]
+    kind = _overall([r.kind for r in recipients])
+    return _bounce(kind, recipients, tokens, _unique(returned_ids), message_id, raw)
+
+
+def _text_reports(msg: Message, text: str) -> list[Report]:
+    """Reports read from the bounce's words, guided by X-Failed-Recipients when present."""
+    failed = [a for _, a in getaddresses(dsn.headers(msg, "X-Failed-Recipients")) if a]
+    ours = [a.lower() for name in ("To", "From", "Delivered-To") for _, a in _addresses(msg, name)]
+    return bounce_text.reports(text, failed=failed, exclude=ours)
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs of an address header, decoded."""
+    return getaddresses(dsn.headers(msg, name))
+
+
+def _looks_like_bounce(msg: Message, text: str) -> bool:
+    """A mail system's notice: its sender, its subject, X-Failed-Recipients or its opening words."""
+    sender = parseaddr(dsn.header(msg, "From"))[1]
+    return bool(
+        _MAILER.match(sender)
+        or msg.get("X-Failed-Recipients")
+        or _BOUNCE_SUBJECT.search(dsn.header(msg, "Subject"))
+        or _BOUNCE_BODY.search(text[:4000])
+    )
+
+
+def _is_auto_reply(msg: Message) -> bool:
+    """RFC 3834's Auto-Submitted: auto-replied, the older X- headers, or a telltale subject."""
+    auto_submitted = dsn.header(msg, "Auto-Submitted").lower()
+    precedence = dsn.header(msg, "Precedence").lower()
+    return bool(
+        auto_submitted.startswith("auto-replied")
+        or msg.get("X-Autoreply")
+        or msg.get("X-Autorespond")
+        or msg.get("X-Autoresponder")
+        or precedence == "auto_reply"
+        or _AUTO_REPLY_SUBJECT.search(dsn.header(msg, "Subject"))
+    )
+
+
+def _auto_reply(msg: Message, tokens: list[str], raw: bytes) -> Bounce:
+    """An auto-reply: who answered, and which of our messages it answers."""
+    address = parseaddr(dsn.header(msg, "From"))[1] or None
+    subject = dsn.one_line(dsn.header(msg, "Subject"))
+    answered = dsn.message_ids(dsn.header(msg, "In-Reply-To") + " " + dsn.header(msg, "References"))
+    recipient = FailedRecipient(address, None, BounceKind.AUTO_REPLY, subject)
+    message_id = next(iter(dsn.message_ids(dsn.header(msg, "Message-ID"))), None)
+    return _bounce(BounceKind.AUTO_REPLY, [recipient], tokens, _unique(answered), message_id, raw)
+
+
+def _classified(report: Report) -> FailedRecipient:
+    """A report with its kind, and the diagnostic's enhanced code when Status says only x.0.0."""
+    status, specific = report.status, _diagnostic_status(report.diagnostic)
+    if specific and (status is None or (_is_generic(status) and status[0] == specific[0])):
+        status = specific
+    kind = classify(status, report.diagnostic, action=report.action)
+    return FailedRecipient(report.address, status, kind, report.diagnostic)
+
+
+def _diagnostic_status(diagnostic: str) -> str | None:
+    """The enhanced code a server put in its reply ('550 5.1.1 ...' -> '5.1.1')."""
+    match = _DIAGNOSTIC_ENHANCED.search(diagnostic[:80])
+    return ".".join(match.groups()) if match else None
+
+
+def _is_generic(status: str) -> bool:
+    """'5.0.0' says only 'permanent'; the reply text may say more."""
+    return status.endswith(".0.0") or not _ENHANCED.match(status)
+
+
+def classify(status: str | None, diagnostic: str, *, action: str = "failed") -> BounceKind:
+    """The one place where a status and a reply become a decision about an address."""
+    if action == "delayed":
+        return BounceKind.DELAYED
+    code = _ENHANCED.match(status or "")
+    permanence = code[1] if code else _basic_class(diagnostic)
+    if (code and code[2] == "7") or _RATE_PHRASES.search(diagnostic):
+        return BounceKind.SENDER
+    kind = _by_enhanced(int(code[2]), int(code[3]), diagnostic) if code else None
+    kind = kind or _by_phrase(diagnostic) or _by_basic(diagnostic)
+    if permanence == "4" and kind in (BounceKind.HARD, BounceKind.UNKNOWN):
+        return BounceKind.SOFT  # a temporary failure never condemns an address
+    return kind
+
+
+def _by_enhanced(subject: int, detail: int, diagnostic: str) -> BounceKind | None:
+    """RFC 3463's subject and detail; an 'other' detail (x.y.0) defers to the words first."""
+    if detail == 0 and (by_words := _by_phrase(diagnostic)):
+        return by_words
+    if subject == 1:
+        return BounceKind.SENDER if detail in (7, 8) else BounceKind.HARD  # x.1.7/8: our address
+    if subject == 2:
+        return {1: BounceKind.HARD, 3: BounceKind.SENDER}.get(detail, BounceKind.SOFT)
+    if subject == 3:
+        return BounceKind.SENDER if detail == 4 else BounceKind.SOFT  # x.3.4: message too big
+    if subject == 4:
+        return BounceKind.HARD if detail == 4 else BounceKind.SOFT  # x.4.4: unable to route
+    if subject in (5, 6, 7):
+        return BounceKind.SENDER  # protocol, content, policy
+    return None
+
+
+def _by_phrase(diagnostic: str) -> BounceKind | None:
+    """Well-known wordings, for replies without a specific enhanced code."""
+    return next((kind for kind, words in _PHRASES if words.search(diagnostic)), None)
+
+
+def _by_basic(diagnostic: str) -> BounceKind:
+    """RFC 5321's basic code, the last resort (554 is as often spam as anything else)."""
+    match = _BASIC.match(diagnostic)
+    if not match:
+        return BounceKind.UNKNOWN
+    code = int(match[1] + match[2])
+    if code in (550, 551, 553, 521, 556):
+        return BounceKind.HARD
+    if code == 552 or match[1] == "4":
+        return BounceKind.SOFT
+    return BounceKind.SENDER if 500 <= code <= 504 else BounceKind.UNKNOWN
+
+
+def _basic_class(diagnostic: str) -> str | None:
+    """'4' or '5' from a reply's basic code, when there is no enhanced one."""
+    match = _BASIC.match(diagnostic)
+    return match[1] if match else None
+
+
+def _overall(kinds: list[BounceKind]) -> BounceKind:
+    """The most consequential kind among the recipients (UNKNOWN when none is named)."""
+    return min(kinds, key=_PRECEDENCE.index, default=BounceKind.UNKNOWN)
+
+
+def verp_token(address: str, return_path: str) -> str | None:
+    """'bounces+TOKEN@example.com' -> TOKEN, given the return path 'bounces@example.com'."""
+    match = _verp_pattern(return_path).fullmatch(parseaddr(address)[1] or address.strip())
+    return match[1].lower() if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def _verp_pattern(return_path: str) -> re.Pattern[str]:
+    """The VERP form of one return path: local part and domain compared without case."""
+    local, _, domain = parseaddr(return_path)[1].rpartition("@")
+    return re.compile(
+        rf"(?<![\w.+-]){re.escape(local)}\+([0-9a-f]{{24}})@{re.escape(domain)}(?![\w.-])",
+        re.IGNORECASE,
+    )
+
+
+def _tokens(msg: Message, returned: list[Message], return_path: str | None) -> list[str]:
+    """Tokens of the VERP addresses the bounce was delivered to, or the returned message used."""
+    if not return_path or "@" not in return_path:
+        return []
+    pattern = _verp_pattern(return_path)
+    values = [v for name in _VERP_HEADERS for v in dsn.headers(msg, name)]
+    values += [v for m in returned for name in _RETURNED_VERP_HEADERS for v in dsn.headers(m, name)]
+    return _unique(t.lower() for value in values for t in pattern.findall(value))
+
+
+def _returned_ids(returned: list[Message]) -> list[str]:
+    """Message-IDs of the returned message(s) or their headers."""
+    return [i for m in returned for i in dsn.message_ids(dsn.header(m, "Message-ID"))]
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    """Values in first-seen order, without repeats."""
+    return list(dict.fromkeys(values))
+
+
+def _bounce(
+    kind: BounceKind,
+    recipients: list[FailedRecipient],
+    tokens: list[str],
+    original_ids: list[str],
+    message_id: str | None,
+    raw: bytes,
+) -> Bounce:
+    """A Bounce with its fingerprint: the Message-ID and what it says, else the bytes."""
+    if message_id:
+        said = [f"{r.address}|{r.status}|{r.kind}" for r in recipients]
+        basis = "\x00".join([message_id, kind, *said, *tokens, *original_ids]).encode()
+    else:  # no id: the bytes, with line ends and mbox "From " lines made alike
+        lines = raw.splitlines()
+        basis = b"\n".join(line.rstrip() for line in lines if not _MBOX_FROM.match(line))
+    fingerprint = hashlib.sha256(basis).hexdigest()[:32]
+    return Bounce(kind, recipients, tokens, original_ids, message_id, fingerprint)

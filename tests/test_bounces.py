@@ -1,0 +1,371 @@
+"""The bounce parser against one real-shaped message per MTA, and against garbage."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notify.bounces import Bounce, BounceKind, _parse, classify, parse_bounce, verp_token
+from notify.dsn import address_field
+
+CORPUS = Path(__file__).parent / "bounces"
+RETURN_PATH = "bounces@example.com"
+HARD, SOFT, SENDER = BounceKind.HARD, BounceKind.SOFT, BounceKind.SENDER
+DELAYED, AUTO_REPLY = BounceKind.DELAYED, BounceKind.AUTO_REPLY
+
+# file -> (overall kind, [(address, status, kind)], VERP token, returned Message-ID)
+EXPECTED = {
+    "postfix-dsn-user-unknown": (
+        HARD,
+        [("nobody@example.org", "5.1.1", HARD)],
+        "c8bd2cb2e7eebf7108cafca8",
+        "<c8bd2cb2e7eebf7108cafca8.42@acme.example>",
+    ),
+    "postfix-dsn-mailbox-full": (
+        SOFT,
+        [("full.box@example.org", "5.2.2", SOFT)],
+        "a15f9d1ed0e3fa52816375ed",
+        "<a15f9d1ed0e3fa52816375ed.42@acme.example>",
+    ),
+    "postfix-delayed": (
+        DELAYED,
+        [("slow@example.net", "4.4.1", DELAYED)],
+        "3a55cabe9011674191a6cc26",
+        "<3a55cabe9011674191a6cc26.42@acme.example>",
+    ),
+    "exim-text": (
+        HARD,
+        [("gone@example.org", "5.1.1", HARD)],
+        "df7c022e3f607423cae7f784",
+        "<df7c022e3f607423cae7f784.42@acme.example>",
+    ),
+    "qmail-text": (
+        HARD,
+        [("nouser@example.net", None, HARD)],
+        "3907658277745aa140c28906",
+        "<3907658277745aa140c28906.42@acme.example>",
+    ),
+    "exchange-ndr": (
+        HARD,
+        [("someone@corp.example", "5.1.10", HARD)],
+        "46b0a851843dea9b545f14a7",
+        "<46b0a851843dea9b545f14a7.42@acme.example>",
+    ),
+    "exchange-text-only": (
+        HARD,
+        [("pat@corp.example", "5.1.1", HARD)],
+        "046aa6ae5a1bd6009812179d",
+        "<046aa6ae5a1bd6009812179d.42@acme.example>",
+    ),
+    "gmail-nonexistent": (
+        HARD,
+        [("no.such.person@example.org", "5.1.1", HARD)],
+        "886d35a5489e386328dbdf77",
+        "<886d35a5489e386328dbdf77.42@acme.example>",
+    ),
+    "yahoo-text": (
+        SOFT,
+        [("fullbox@example.net", None, SOFT)],
+        "6c559da48289cc433a5432b6",
+        "<6c559da48289cc433a5432b6.42@acme.example>",
+    ),
+    "global-dsn-utf8-recipient": (
+        HARD,
+        [("jürgen@example.org", "5.1.1", HARD)],
+        "a563ad97e627be294957b5f5",
+        "<a563ad97e627be294957b5f5.42@acme.example>",
+    ),
+    "policy-block": (
+        SENDER,
+        [("ann@example.org", "5.7.1", SENDER)],
+        "803281cf207c8f3e674c69a8",
+        "<803281cf207c8f3e674c69a8.42@acme.example>",
+    ),
+    "rate-limited": (
+        SENDER,
+        [("bob@example.net", "4.7.28", SENDER)],
+        "ee3b301f45eac0d8d36376ea",
+        "<ee3b301f45eac0d8d36376ea.42@acme.example>",
+    ),
+    "auto-reply-out-of-office": (
+        AUTO_REPLY,
+        [("carol@example.org", None, AUTO_REPLY)],
+        "d3bf1d6dee837b61809a67d2",
+        "<d3bf1d6dee837b61809a67d2.42@acme.example>",
+    ),
+    "vacation-x-autoreply": (
+        AUTO_REPLY,
+        [("dieter@example.org", None, AUTO_REPLY)],
+        "32e4b298bcc1d03386b3ccbf",
+        "<32e4b298bcc1d03386b3ccbf.42@acme.example>",
+    ),
+    "auto-reply-french": (
+        AUTO_REPLY,
+        [("elodie@example.net", None, AUTO_REPLY)],
+        "fc4b0f76308f959503ffc14c",
+        "<fc4b0f76308f959503ffc14c.42@acme.example>",
+    ),
+    "verp-no-address": (HARD, [(None, "5.1.1", HARD)], "4c6c991cdfb6a090b83207e0", None),
+}
+
+# The remote server's words, as the ledger will show them.
+DIAGNOSTICS = {
+    "postfix-dsn-user-unknown": "550 5.1.1 <nobody@example.org>: Recipient address rejected: "
+    "User unknown in virtual mailbox table",
+    "postfix-delayed": "connect to mx.example.net[192.0.2.60]:25: Connection timed out",
+    "qmail-text": "550 No such user here",
+    "exchange-text-only": "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found",
+    "yahoo-text": "552 1 Requested mail action aborted, mailbox full [RCPT_TO]",
+    "verp-no-address": "550 5.1.1 Mailbox does not exist",
+    "vacation-x-autoreply": "Abwesenheitsnotiz: Duplicate charge on March renewals",
+    "auto-reply-french": "Réponse automatique : Duplicate charge on March renewals",
+}
+
+
+def raw(name: str) -> bytes:
+    return (CORPUS / f"{name}.eml").read_bytes()
+
+
+def parsed(data: bytes) -> Bounce:
+    bounce = parse_bounce(data, return_path=RETURN_PATH)
+    assert bounce is not None
+    return bounce
+
+
+def test_every_corpus_file_has_an_expectation() -> None:
+    names = {path.stem for path in CORPUS.glob("*.eml")}
+    assert names == set(EXPECTED) | {"human-reply"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus(name: str) -> None:
+    kind, recipients, token, original_id = EXPECTED[name]
+    bounce = parsed(raw(name))
+    assert bounce.kind == kind
+    assert [(r.address, r.status, r.kind) for r in bounce.recipients] == recipients
+    assert bounce.verp_tokens == [token]
+    assert bounce.original_message_ids == ([original_id] if original_id else [])
+    no_id = name == "qmail-text"  # qmail-send writes no Message-ID of its own
+    assert bounce.message_id is None if no_id else (bounce.message_id or "").startswith("<")
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_diagnostic_is_the_servers_words_on_one_line(name: str) -> None:
+    assert [r.diagnostic for r in parsed(raw(name)).recipients] == [DIAGNOSTICS[name]]
+
+
+def test_a_customers_reply_is_not_a_bounce() -> None:
+    assert parse_bounce(raw("human-reply"), return_path=RETURN_PATH) is None
+
+
+def test_an_auto_generated_notice_from_the_mailer_daemon_is_still_a_bounce() -> None:
+    data = raw("verp-no-address").replace(
+        b"Content-Type:", b"Auto-Submitted: auto-generated\nContent-Type:", 1
+    )
+    assert parsed(data).kind == HARD
+
+
+def test_a_generic_status_takes_the_servers_specific_code() -> None:
+    data = raw("postfix-dsn-user-unknown").replace(b"Status: 5.1.1", b"Status: 5.0.0")
+    assert [(r.status, r.kind) for r in parsed(data).recipients] == [("5.1.1", HARD)]
+
+
+def test_a_success_only_report_is_not_a_bounce() -> None:
+    data = raw("postfix-dsn-user-unknown").replace(b"Action: failed", b"Action: relayed")
+    assert parse_bounce(data, return_path=RETURN_PATH) is None
+
+
+def test_failed_and_delayed_recipients_in_one_report() -> None:
+    block = (
+        b"Final-Recipient: rfc822; later@example.org\nAction: delayed\nStatus: 4.2.0\n\n"
+        b"Final-Recipient: rfc822; nobody@example.org\n"
+    )
+    data = raw("postfix-dsn-user-unknown").replace(
+        b"Final-Recipient: rfc822; nobody@example.org\n", block
+    )
+    bounce = parsed(data)
+    assert [(r.address, r.kind) for r in bounce.recipients] == [
+        ("later@example.org", DELAYED),
+        ("nobody@example.org", HARD),
+    ]
+    assert bounce.kind == HARD
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "expected"),
+    [
+        ("5.1.1", "550 5.1.1 user unknown", HARD),
+        ("5.1.2", "550 5.1.2 bad destination system address", HARD),
+        ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", HARD),
+        ("4.1.1", "450 4.1.1 user unknown (directory offline)", SOFT),
+        ("5.2.2", "552 5.2.2 mailbox full", SOFT),
+        ("4.2.2", "452 4.2.2 over quota", SOFT),
+        ("5.2.1", "550 5.2.1 mailbox disabled", HARD),
+        ("5.7.1", "550 5.7.1 user unknown or blocked", SENDER),
+        ("5.7.26", "550 5.7.26 unauthenticated email, DMARC policy", SENDER),
+        ("4.7.0", "421 4.7.0 try again later", SENDER),
+        ("5.3.4", "552 5.3.4 message too big for system", SENDER),
+        ("5.6.1", "554 5.6.1 media not supported", SENDER),
+        ("5.5.2", "500 5.5.2 syntax error", SENDER),
+        ("5.5.0", "550 5.5.0 Requested action not taken: mailbox unavailable", HARD),
+        ("5.1.7", "553 5.1.7 bad sender address syntax", SENDER),
+        ("5.4.4", "554 5.4.4 unable to route", HARD),
+        ("4.4.1", "451 4.4.1 no answer from host", SOFT),
+        ("5.4.1", "550 5.4.1 too many hops", SENDER),
+        (None, "550 Requested action not taken: user unknown", HARD),
+        (None, "550 No such user here", HARD),
+        (None, "552 Requested mail action aborted: exceeded storage allocation", SOFT),
+        (None, "554 Message rejected: listed on a blocklist", SENDER),
+        (None, "554 Transaction failed", BounceKind.UNKNOWN),
+        (None, "421 Too many concurrent connections from your IP", SENDER),
+        (None, "451 Greylisted, please try again later", SOFT),
+        (None, "450 user unknown", SOFT),
+        (None, "", BounceKind.UNKNOWN),
+    ],
+)
+def test_classify(status: str | None, diagnostic: str, expected: BounceKind) -> None:
+    assert classify(status, diagnostic) == expected
+
+
+def test_delayed_regardless_of_status() -> None:
+    assert classify("5.1.1", "550 5.1.1 user unknown", action="delayed") == DELAYED
+
+
+@pytest.mark.parametrize(
+    ("address", "token"),
+    [
+        ("bounces+0123456789abcdef01234567@example.com", "0123456789abcdef01234567"),
+        ("<BOUNCES+0123456789abcdef01234567@Example.COM>", "0123456789abcdef01234567"),
+        ("Mail <bounces+0123456789abcdef01234567@example.com>", "0123456789abcdef01234567"),
+        ("bounces+0123456789ABCDEF01234567@example.com", "0123456789abcdef01234567"),
+        ("bounces+0123456789abcdef0123456@example.com", None),  # 23 hex digits
+        ("bounces+0123456789abcdef01234567@example.com.evil.example", None),
+        ("xbounces+0123456789abcdef01234567@example.com", None),
+        ("bounces+0123456789abcdef01234567@example.org", None),
+        ("bounces@example.com", None),
+        ("", None),
+    ],
+)
+def test_verp_token(address: str, token: str | None) -> None:
+    assert verp_token(address, RETURN_PATH) == token
+
+
+def test_verp_tokens_need_the_return_path() -> None:
+    bounce = parse_bounce(raw("postfix-dsn-user-unknown"))
+    assert bounce is not None and bounce.verp_tokens == []
+    assert bounce.recipients[0].address == "nobody@example.org"
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("rfc822; nobody@example.org", "nobody@example.org"),
+        ("rfc822;<nobody@example.org>", "nobody@example.org"),
+        ("rfc822; a+2Bb@example.org", "a+b@example.org"),  # xtext
+        ("utf-8; j\\x{FC}rgen@example.org", "jürgen@example.org"),  # RFC 6533 escape
+        ("utf-8; jürgen@example.org", "jürgen@example.org"),
+        ("nobody@example.org", "nobody@example.org"),
+        ("rfc822;", None),
+    ],
+)
+def test_address_field(value: str, address: str | None) -> None:
+    assert address_field(value) == address
+
+
+def test_fingerprint_is_stable_across_readers() -> None:
+    data = raw("postfix-dsn-user-unknown")
+    crlf = data.replace(b"\n", b"\r\n")
+    mbox = b"From MAILER-DAEMON Mon Mar 10 14:02:13 2025\n" + data
+    fingerprints = {parsed(d).fingerprint for d in (data, data, crlf, mbox)}
+    assert len(fingerprints) == 1
+
+
+def test_fingerprint_without_a_message_id_is_of_the_bytes() -> None:
+    data = raw("qmail-text")
+    assert parsed(data).fingerprint == parsed(data.replace(b"\n", b"\r\n")).fingerprint
+    assert parsed(data).fingerprint != parsed(data.replace(b"nouser@", b"nouser2@")).fingerprint
+
+
+def test_fingerprints_differ_between_bounces() -> None:
+    fingerprints = [parsed(raw(name)).fingerprint for name in EXPECTED]
+    assert len(set(fingerprints)) == len(fingerprints)
+
+
+def test_garbage_never_raises() -> None:
+    assert parse_bounce(b"") is None
+    assert parse_bounce(b"\x00\xff\xfe garbage \r\n\r\n\xc3") is None
+    noise = random.Random(42)
+    for _ in range(50):
+        data = bytes(noise.randrange(256) for _ in range(noise.randrange(1, 2000)))
+        result = _parse(data, RETURN_PATH)
+        assert result is None or isinstance(result.kind, BounceKind)
+
+
+def test_a_truncated_report_still_names_the_recipient() -> None:
+    data = raw("postfix-dsn-user-unknown")
+    cut = data[: data.index(b"Remote-MTA: dns; mx.example.org")]
+    bounce = parsed(cut)
+    assert [(r.address, r.status, r.kind) for r in bounce.recipients] == [
+        ("nobody@example.org", "5.1.1", HARD)
+    ]
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_any_truncation_parses(cut: float) -> None:
+    for name in EXPECTED:
+        data = raw(name)
+        result = _parse(data[: int(len(data) * cut)], RETURN_PATH)
+        assert result is None or isinstance(result.kind, BounceKind)
+
+
+def test_wrong_charsets_and_broken_encodings_are_read_anyway() -> None:
+    data = (
+        b"From: MAILER-DAEMON@mail.example.net\nSubject: =?x-unknown?b?!!!?= failure notice\n"
+        b"MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; "
+        b'boundary="b"\n\n--b\nContent-Type: text/plain; charset=x-no-such-charset\n'
+        b"Content-Transfer-Encoding: base64\n\n!!not base64!!\n--b\n"
+        b"Content-Type: message/delivery-status\n\n"
+        b"Final-Recipient: rfc822; caf\xe9@example.org\nAction: failed\nStatus: 5.1.1\n--b--\n"
+    )
+    bounce = _parse(data, None)
+    assert bounce is not None
+    assert [(r.status, r.kind) for r in bounce.recipients] == [("5.1.1", HARD)]
+    assert bounce.recipients[0].address is not None
+    assert bounce.recipients[0].address.startswith("caf")
+
+
+# These call the parser under parse_bounce's last-resort guard, which would hide a bug.
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_never_raises_on_bytes(data: bytes) -> None:
+    result = _parse(data, RETURN_PATH)
+    assert result is None or isinstance(result.kind, BounceKind)
+
+
+_HEADER_NAMES = st.sampled_from(
+    [
+        "From",
+        "To",
+        "Subject",
+        "Content-Type",
+        "Auto-Submitted",
+        "X-Failed-Recipients",
+        "Message-ID",
+        "Delivered-To",
+        "Content-Transfer-Encoding",
+        "Precedence",
+        "X-Autoreply",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_HEADER_NAMES, st.text(max_size=80)), max_size=8), st.text(max_size=500))
+def test_never_raises_on_arbitrary_headers(headers: list[tuple[str, str]], body: str) -> None:
+    head = "".join(f"{name}: {value}\n" for name, value in headers)
+    result = _parse((head + "\n" + body).encode(), RETURN_PATH)
+    assert result is None or isinstance(result.kind, BounceKind)
