@@ -30,6 +30,7 @@ FETCH_CHUNK = 100  # messages per UID FETCH
 FETCH_BYTES = 16 * 1024 * 1024  # and at most this much mail per UID FETCH
 _MAILDIR_PARTS = ("cur", "new", "tmp")
 _UID = re.compile(rb"\bUID (\d+)")
+_DIGITS = re.compile(r"(\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 
 
@@ -192,9 +193,12 @@ class MaildirMailbox(_Closing):
         for subdir in ("new", "cur"):
             try:
                 names = sorted(
-                    entry.name
-                    for entry in os.scandir(self.path / subdir)
-                    if entry.is_file() and not entry.name.startswith(".")
+                    (
+                        entry.name
+                        for entry in os.scandir(self.path / subdir)
+                        if entry.is_file() and not entry.name.startswith(".")
+                    ),
+                    key=_delivery_order,
                 )
             except OSError as exc:
                 raise BounceError(f"{self.where}: cannot list {subdir}/ ({_reason(exc)})") from exc
@@ -220,6 +224,11 @@ def open_maildir(path: Path) -> Mailbox:
 
 def _is_maildir(path: Path) -> bool:
     return all((path / part).is_dir() for part in _MAILDIR_PARTS)
+
+
+def _delivery_order(name: str) -> list[str | int]:
+    """Names start with the delivery time, its numbers unpadded: compare them as numbers."""
+    return [int(part) if odd % 2 else part for odd, part in enumerate(_DIGITS.split(name))]
 
 
 def _maildir_key(name: str) -> str:

@@ -130,6 +130,17 @@ class Account:
         finally:
             connection.logout()
 
+    def flag(self, uid: int, flag: str, folder: str = "INBOX") -> None:
+        """Add a flag to one message, as another mail client would."""
+        connection = self.client()
+        try:
+            typ, data = connection.select(_quoted(folder))
+            assert typ == "OK", data
+            typ, data = connection.uid("STORE", str(uid), "+FLAGS.SILENT", f"({flag})")
+            assert typ == "OK", data
+        finally:
+            connection.logout()
+
     def flags(self, folder: str = "INBOX") -> dict[int, set[str]]:
         """UID -> flags of every message in `folder`, read without changing them."""
         connection = self.client()

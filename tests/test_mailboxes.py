@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from notify.errors import BounceError, SettingsError
 from notify.mailboxes import open_imap, open_maildir, open_mbox
 from notify.settings import Settings, load_settings
 from notify.workspace import Workspace
-from tests.imap_server import PASSWORD, Account
+from tests.conftest import unavailable_service
+from tests.imap_server import PASSWORD, Account, DovecotServer, find_dovecot
 
 
 def bounce(n: int) -> bytes:
@@ -182,6 +184,15 @@ def test_maildir_gives_new_and_seen_mail_exactly_and_leaves_new_alone(tmp_path: 
     assert snapshot(path) == before
 
 
+def test_maildir_reads_in_delivery_order_though_numbers_are_unpadded(tmp_path: Path) -> None:
+    path = make_maildir(tmp_path / "Maildir", [])
+    for usec, n in ((100, 1), (99, 0), (5, 2)):
+        second = 1709546400 + (n == 2)
+        (path / "new" / f"{second}.M{usec}P7.mx").write_bytes(bounce(n))
+    with open_maildir(path) as box:
+        assert [mail.raw for mail in box.messages()] == [bounce(0), bounce(1), bounce(2)]
+
+
 def test_maildir_move_renames_only_the_given_messages_keeping_flags(tmp_path: Path) -> None:
     path = make_maildir(tmp_path / "Maildir", [bounce(0), bounce(1)], [bounce(2)])
     with open_maildir(path) as box:
@@ -290,6 +301,54 @@ def test_imap_move_moves_only_the_given_messages_and_creates_the_folder(
     moved = imap_account.bodies("Processed bounces &JxM-")
     assert [parsed(raw) for raw in moved] == [parsed(bounce(n)) for n in (0, 2, 4)]
     assert not any(r"\Seen" in f for f in imap_account.flags().values())
+
+
+@pytest.fixture(scope="module", params=["UIDPLUS", "no UIDPLUS"])
+def dovecot_without_move(
+    request: pytest.FixtureRequest, smtp_ca: tuple[trustme.CA, str]
+) -> Iterator[DovecotServer]:
+    """A second Dovecot that does not announce MOVE (and, once, not UIDPLUS either)."""
+    binary = find_dovecot()
+    if binary is None:
+        unavailable_service("Dovecot is not installed (Debian: apt-get install dovecot-imapd)")
+    capabilities = "IMAP4rev1 LITERAL+" + (" UIDPLUS" if request.param == "UIDPLUS" else "")
+    ca, ca_file = smtp_ca
+    config = f"imap_capability = {capabilities}"
+    with DovecotServer(str(binary), ca=ca, ca_file=ca_file, extra_config=config) as server:
+        yield server
+
+
+def test_imap_move_without_move_copies_and_expunges_only_those(
+    dovecot_without_move: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", dovecot_without_move.ca_file)
+    account = dovecot_without_move.new_account()
+    for n in range(4):
+        account.append(bounce(n))
+    account.flag(4, r"\Deleted")  # another client's choice: ours to keep
+    with open_imap(account.settings()) as box:
+        mails = list(box.messages())
+        assert len(mails) == 3  # \Deleted mail is not read
+        box.move([mails[0].id, mails[2].id], "Processed")
+        remaining = [mail.id for mail in box.messages()]
+
+    assert remaining == [mails[1].id]
+    moved = account.bodies("Processed")
+    assert [parsed(raw) for raw in moved] == [parsed(bounce(0)), parsed(bounce(2))]
+    flags = account.flags()
+    assert r"\Deleted" in flags[4]
+    if "UIDPLUS" in dovecot_without_move.extra_config:
+        assert sorted(flags) == [2, 4]
+    else:  # no way to expunge only ours: they stay, flagged
+        assert sorted(uid for uid, f in flags.items() if r"\Deleted" not in f) == [2]
+
+
+def test_maildir_reads_what_dovecot_delivered(imap_account: Account) -> None:
+    for n in range(3):
+        imap_account.append(bounce(n))
+    with open_maildir(imap_account.maildir) as box:
+        mails = list(box.messages())
+    assert [parsed(mail.raw) for mail in mails] == [parsed(bounce(n)) for n in range(3)]
 
 
 def test_imap_move_into_an_existing_folder(imap_account: Account) -> None:
