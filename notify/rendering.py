@@ -7,17 +7,35 @@ every error names the recipient and its source row, so a bad row is found before
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import jinja2
+from jinja2.runtime import new_context
 
 from notify.errors import RenderError, WorkspaceError
 from notify.models import Recipient, Rendered
 
 SUBJECT, TEXT, HTML = "subject.j2", "body.txt.j2", "body.html.j2"
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """Jinja's environment, with `customer.name` on a dict looked up as a key at once.
+
+    Jinja tries the attribute first and the key second, so every field read raised and
+    caught an AttributeError: a quarter of rendering. A dict's own attributes (`items`,
+    `keys`...) still win, exactly as in Jinja."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,25 @@ class Templates:
     subject: jinja2.Template
     text: jinja2.Template
     html: jinja2.Template | None
+    # Each template's globals as one flat dict: Template.render copies them from a
+    # ChainMap on every call, a third of the cost of a short message.
+    flat_globals: dict[jinja2.Template, dict[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def render(self, template: jinja2.Template, variables: dict[str, Any]) -> str:
+        """What template.render(variables) returns, errors and their template lines included."""
+        environment = template.environment
+        flat = self.flat_globals.get(template)
+        if flat is None:
+            flat = self.flat_globals[template] = dict(template.globals)
+        context = new_context(
+            environment, template.name, template.blocks, variables, False, flat, None
+        )
+        try:
+            return environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+        except Exception:
+            environment.handle_exception()
 
 
 def load_templates(folder: Path, *, label: str) -> Templates:
@@ -36,7 +73,7 @@ def load_templates(folder: Path, *, label: str) -> Templates:
         known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
         hint = f"known templates: {', '.join(known)}" if known else "create it"
         raise WorkspaceError(f"template folder {label} not found; {hint}, or fix template =")
-    environment = jinja2.Environment(
+    environment = _Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "html")),
@@ -74,9 +111,9 @@ def render(templates: Templates, recipient: Recipient, incident: dict[str, Any])
     """One recipient's texts; raises RenderError naming the recipient and source row."""
     context = {"customer": recipient.fields, "items": recipient.items, "incident": incident}
     try:
-        subject = templates.subject.render(context)
-        text = templates.text.render(context)
-        html = templates.html.render(context) if templates.html else None
+        subject = templates.render(templates.subject, context)
+        text = templates.render(templates.text, context)
+        html = templates.render(templates.html, context) if templates.html else None
     except jinja2.UndefinedError as exc:
         raise RenderError(
             f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; "

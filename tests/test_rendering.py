@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from notify.errors import RenderError, WorkspaceError
@@ -265,3 +266,26 @@ def test_summarise_problems_shows_the_first_and_counts_every_other() -> None:
     assert str(summarise_problems(["only"])) == (
         "1 problem(s) stop the send; nothing was sent. First: only"
     )
+
+
+def test_field_reads_give_what_plain_jinja_gives(make_templates: MakeTemplates) -> None:
+    """The key-first lookup on dicts changes no answer: a dict's own attributes still win."""
+    probe = (
+        "{{ customer.name }}|{{ customer.items is callable }}|{{ customer.get('name') }}|"
+        "{{ items[0].order_id }}|{{ customer.absent is defined }}|{{ incident.facts.refund_eta }}"
+        "|{{ customer.name.upper() }}|{{ (items | first).amount }}\n"
+    )
+    templates = make_templates(text=probe)
+    ours = render(templates, recipient(name="Ann", items="a field named items"), INCIDENT).text
+    plain = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    variables = recipient(name="Ann", items="a field named items")
+    expected = plain.from_string(probe).render(
+        customer=variables.fields, items=variables.items, incident=INCIDENT
+    )
+    assert ours == expected == "Ann|True|Ann|A-1|False|5 business days|ANN|49.00\n"
+
+
+def test_a_missing_key_reads_as_plain_jinja_says_it(make_templates: MakeTemplates) -> None:
+    templates = make_templates(text="{{ items[0].colour }}\n")
+    with pytest.raises(RenderError, match=r"'dict object' has no attribute 'colour'"):
+        render(templates, recipient(name="Ann"), INCIDENT)
