@@ -192,8 +192,8 @@ class ImapMailbox(MailboxBase):
 
     def _folder_names(self) -> str:
         typ, data = self._call(self._connection.list)
-        names = [_folder_name(line) for line in data if isinstance(line, bytes)]
-        return ", ".join(name for name in names if name) or "INBOX"
+        names = sorted({_folder_name(line) for line in data if isinstance(line, bytes)} - {""})
+        return ", ".join(names) or "INBOX"
 
     def _server(self) -> str:
         return _server(self._settings)
@@ -219,20 +219,21 @@ def _logout(connection: imaplib.IMAP4) -> None:
 
 
 def _imap_credentials(settings: Settings) -> tuple[str, str, str]:
-    for name, value in (
-        ("NOTIFY_IMAP_HOST", settings.imap_host),
-        ("NOTIFY_IMAP_USER", settings.imap_user),
-        ("NOTIFY_IMAP_PASSWORD", settings.imap_password),
-    ):
-        if not value:
-            raise SettingsError(f"{name} is not set; put it in .env to read bounces over IMAP")
-    assert settings.imap_host and settings.imap_user and settings.imap_password
-    if settings.imap_security == "none" and not _loopback(settings.imap_host):
+    host = _required(settings.imap_host, "NOTIFY_IMAP_HOST")
+    user = _required(settings.imap_user, "NOTIFY_IMAP_USER")
+    password = _required(settings.imap_password, "NOTIFY_IMAP_PASSWORD")
+    if settings.imap_security == "none" and not _loopback(host):
         raise SettingsError(
-            f"refusing to send the IMAP password unencrypted to {settings.imap_host}; "
+            f"refusing to send the IMAP password unencrypted to {host}; "
             "set NOTIFY_IMAP_SECURITY=tls or starttls"
         )
-    return settings.imap_host, settings.imap_user, settings.imap_password
+    return host, user, password
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise SettingsError(f"{name} is not set; put it in .env to read bounces over IMAP")
+    return value
 
 
 def _connect(settings: Settings, host: str) -> imaplib.IMAP4:
