@@ -13,6 +13,21 @@ from notify.errors import SenderRefusedError
 from notify.models import Outcome, State
 from notify.settings import Settings
 from notify.transports import SmtpTransport
+from tests import smtp_server as server_module
+
+
+@pytest.fixture(params=["one command at a time", "pipelined"], autouse=True)
+def relay_mode(request, monkeypatch):
+    """Every test here runs twice: against the relay as it is, and offering PIPELINING."""
+    if request.param == "pipelined":
+        plain = server_module._Handler.handle_EHLO
+
+        async def with_pipelining(self, server, session, envelope, hostname, responses):
+            lines = await plain(self, server, session, envelope, hostname, responses)
+            return [lines[0], "250-PIPELINING", *lines[1:]]
+
+        monkeypatch.setattr(server_module._Handler, "handle_EHLO", with_pipelining)
+    return request.param
 
 
 class Recorded:
@@ -176,3 +191,45 @@ def test_connection_lost_after_data_leaves_the_recipient_in_doubt(smtp_server):
     assert final["customer0@example.com"] is State.SENDING
     assert summary.in_doubt == 1 and summary.accepted == 2
     assert [m.rcpt_tos[0] for m in smtp_server.messages] == customers(3)[1:]
+
+
+def test_the_transport_pipelines_only_when_the_relay_offers_it(smtp_server, relay_mode):
+    settings = Settings(smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_security="none")
+    transport = SmtpTransport(settings)
+    transport.open()
+    outcome = transport.send(messages(["customer0@example.com"])[0])
+    transport.close()
+    assert transport.pipelining is (relay_mode == "pipelined")
+    assert outcome.state is State.ACCEPTED
+    assert [c.split()[0] for c in smtp_server.commands[-4:]] == ["MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def test_every_switchboard_reply_is_judged_per_recipient(smtp_server):
+    addresses = [
+        "fail-550@example.com",
+        "customer1@example.com",
+        "fail-552@example.com",
+        "data-554@example.com",
+        "fail-451@example.com",
+        "customer2@example.com",
+        "fail-421@example.com",
+        "customer3@example.com",
+    ]
+    summary, recorder = run(smtp_server, addresses, connections=1, retries=0)
+    found = {o.key: (o.state, o.code) for o in recorder.outcomes}
+    assert found == {
+        "fail-550@example.com": (State.REFUSED, 550),
+        "customer1@example.com": (State.ACCEPTED, 250),
+        "fail-552@example.com": (State.REFUSED, 552),
+        "data-554@example.com": (State.REFUSED, 554),
+        "fail-451@example.com": (State.DEFERRED, 451),
+        "customer2@example.com": (State.ACCEPTED, 250),
+        "fail-421@example.com": (State.DEFERRED, 421),
+        "customer3@example.com": (State.ACCEPTED, 250),
+    }
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        "customer1@example.com",
+        "customer2@example.com",
+        "customer3@example.com",
+    ]
+    assert smtp_server.connections == 2  # the 421 closed the first one
