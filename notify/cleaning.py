@@ -185,6 +185,12 @@ def _check_address(raw: str, allow_typo_domains: bool) -> tuple[str, str] | str:
     return f"{TYPO_REASON}: {domain} looks like {fix}; fix the export, or pass --allow-typo-domains"
 
 
+def normalise_address(raw: str) -> tuple[str, str] | str:
+    """(ledger key, address to send to) for one address, or why it cannot be sent to:
+    the same rules as the export's main address column, for an alternate address."""
+    return _validate(raw.strip())
+
+
 def _validate(raw: str) -> tuple[str, str] | str:
     if not raw:
         return "no address"

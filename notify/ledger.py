@@ -48,6 +48,9 @@ recipients_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("claimed_by", sa.String(120)),  # the sender holding it while SENDING
     sa.Column("lease_until", sa.Float),  # epoch seconds; past it, another sender may take over
+    sa.Column("alt_email", sa.String(320)),  # the export's alternate address, if any
+    sa.Column("sent_to", sa.String(320)),  # the address now in use when it is not `email`
+    sa.Column("resends", sa.Integer),  # scheduled re-sends made to the address in use
     sa.Index("recipients_by_state", "incident_id", "state", "first_row"),
 )
 
@@ -94,6 +97,30 @@ fingerprints_table = sa.Table(  # what an incident's messages are made of, decid
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+bounces_table = sa.Table(  # each bounce read, once: its fingerprint makes a re-read a no-op
+    "bounces",
+    metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("incident_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(320), nullable=False),
+    sa.Column("address", sa.String(320)),  # the address that bounced, as the bounce names it
+    sa.Column("kind", sa.String(16), nullable=False),  # hard, soft, sender, delayed, unknown
+    sa.Column("status", sa.String(16)),  # the enhanced status code, e.g. 5.1.1
+    sa.Column("diagnostic", sa.Text),
+    sa.Column("mailbox", sa.Text),  # where it was read
+    sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("bounces_by_recipient", "incident_id", "key"),
+)
+
+suppressions_table = sa.Table(  # addresses that bounced for good: never mailed again
+    "suppressions",
+    metadata,
+    sa.Column("address", sa.String(320), primary_key=True),  # normalised, as a ledger key
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("incident_id", sa.String(64)),  # where it bounced
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # version -> (name, tables it creates, (table, column) pairs it adds to older tables).
 # Each step is idempotent, so a fresh ledger (whose tables already have every column)
 # and an old one end at the same schema.
@@ -103,6 +130,15 @@ MIGRATIONS: dict[int, tuple[str, list[sa.Table], list[tuple[sa.Table, str]]]] = 
         "senders, pacing, fingerprints; claims and leases on recipients",
         [senders_table, pacing_table, fingerprints_table],
         [(recipients_table, "claimed_by"), (recipients_table, "lease_until")],
+    ),
+    3: (
+        "bounces, suppressions; alternate address and re-sends on recipients",
+        [bounces_table, suppressions_table],
+        [
+            (recipients_table, "alt_email"),
+            (recipients_table, "sent_to"),
+            (recipients_table, "resends"),
+        ],
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -118,6 +154,7 @@ class Registration:
     message_id: str
     first_row: int
     source: str
+    alt_email: str | None = None
 
 
 class Ledger:
@@ -182,6 +219,7 @@ class Ledger:
                 "attempts": 0,
                 "first_row": r.first_row,
                 "source": r.source,
+                "alt_email": r.alt_email,
                 "updated_at": now,
             }
             for r in registrations

@@ -108,6 +108,12 @@ class State(enum.StrEnum):
     ACCEPTED = "accepted"  # the relay accepted it (2xx after DATA)
     DEFERRED = "deferred"  # temporary failure (4xx, lost connection): try again later
     REFUSED = "refused"  # permanent refusal (5xx): never retried to this address
+    SOFT_BOUNCED = "soft-bounced"  # accepted, then bounced softly (mailbox full): re-sent later
+    HARD_BOUNCED = "hard-bounced"  # bounced for good (no such user), no alternate: call them
+    ALTERNATE = "alternate"  # bounced for good; due to be sent to the export's alternate address
+    BLOCKED = "blocked"  # refused for the sender's reasons (policy, spam, x.7.x): fix, then resend
+    GAVE_UP = "gave-up"  # still failing when the re-send schedule ran out
+    SUPPRESSED = "suppressed"  # hard-bounced in an earlier incident: not sent to
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify.cleaning import clean
+from notify import recovery
+from notify.cleaning import clean, normalise_address
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
 from notify.errors import LedgerError, ManifestError
@@ -157,7 +158,12 @@ def check(
         problems = pool.problems()
     if not incident.cleaned.recipients:
         problems.insert(0, "no valid recipient in the export; see the rejects file")
-    states = incident.open_ledger().states(incident_id) if incident.ledger_exists() else {}
+    states: dict[str, State] = {}
+    suppressed: dict[str, str] = {}
+    if incident.ledger_exists():
+        ledger = incident.open_ledger()
+        states = ledger.states(incident_id)
+        suppressed = recovery.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
     folder = workspace.incident_dir(incident_id)
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
@@ -169,7 +175,7 @@ def check(
         incident=incident,
         rejected_by_reason=dict(Counter(r.reason.split(":")[0] for r in incident.cleaned.rejects)),
         already_sent=sum(1 for s in states.values() if s is State.ACCEPTED),
-        suppressed=0,
+        suppressed=len(suppressed),
         problems=problems,
         rejects_file=rejects_file,
         lookalikes_file=lookalikes_file,
@@ -224,6 +230,7 @@ def plan_send(
         incident_id, templates=templates, data=data, accept_changes=accept_changes
     )
     ledger.register(incident_id, [_registration(incident, r) for r in incident.cleaned.recipients])
+    recovery.apply_suppressions(ledger, incident_id, now=recovery.utc_now())
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
     in_doubt = sum(1 for r in to_send if states.get(r.key) is State.SENDING)
@@ -357,16 +364,54 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
         )
     ledger = Ledger.open(settings.ledger or workspace.default_ledger)
     counts = ledger.counts(incident_id)
-    owed = sum(counts[s] for s in RESENDABLE)
-    if owed:
-        due = f"{owed} not yet accepted: run notify send --incident {incident_id}"
-    elif sum(counts.values()) == 0:
-        due = f"nothing sent yet: run notify check --incident {incident_id}"
-    else:
-        due = "nothing is due"
+    next_due = None
+    if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
+        scheduled = recovery.recipients(ledger, incident_id, states=recovery.RESENT_STATES)
+        next_due = recovery.next_due(scheduled, settings.resend_schedule)
+    due = _what_is_due(incident_id, counts, next_due)
     return StatusReport(
         incident_id, counts, due, in_flight(ledger, incident_id), fleet(ledger, incident_id)
     )
+
+
+def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: Any) -> str:
+    """The next thing to do, most urgent first; several clauses when several apply."""
+    if sum(counts.values()) == 0:
+        return f"nothing sent yet: run notify check --incident {incident_id}"
+    owed = counts[State.PENDING] + counts[State.SENDING]
+    later = counts[State.DEFERRED] + counts[State.SOFT_BOUNCED]
+    unreachable = sum(
+        counts[s] for s in (State.HARD_BOUNCED, State.GAVE_UP, State.REFUSED, State.SUPPRESSED)
+    )
+    clauses = []
+    if owed:
+        clauses.append(
+            f"{owed + counts[State.DEFERRED]} not yet accepted: run notify send "
+            f"--incident {incident_id}"
+        )
+    if counts[State.ALTERNATE]:
+        clauses.append(
+            f"{counts[State.ALTERNATE]} due at their alternate address now: run "
+            f"notify resend --incident {incident_id}"
+        )
+    if later and next_due is not None:
+        clauses.append(
+            f"{later} re-send(s) scheduled, the next due {next_due:%Y-%m-%d %H:%M} "
+            f"UTC: notify resend --incident {incident_id} (notify schedule "
+            "automates it)"
+        )
+    if counts[State.BLOCKED]:
+        clauses.append(
+            f"{counts[State.BLOCKED]} refused for the sender's reasons (policy, "
+            "spam): fix the sending, then run notify resend --incident "
+            f"{incident_id} --blocked"
+        )
+    if unreachable:
+        clauses.append(
+            f"{unreachable} unreachable: notify report --incident {incident_id} "
+            "lists them with their phone numbers"
+        )
+    return "; ".join(clauses) or "nothing is due"
 
 
 @dataclass
@@ -418,7 +463,20 @@ def _registration(incident: Incident, recipient: Recipient) -> Registration:
         message_id=incident.composer.message_id(recipient.key),
         first_row=recipient.first_row,
         source=recipient.source,
+        alt_email=alternate_of(recipient),
     )
+
+
+def alternate_of(recipient: Recipient) -> str | None:
+    """The export's alternate address (a column mapped as alt_email), when it is valid and
+    not the main address again."""
+    raw = str(recipient.fields.get("alt_email", "")).strip()
+    if not raw:
+        return None
+    checked = normalise_address(raw)
+    if isinstance(checked, str) or checked[0] == recipient.key:
+        return None
+    return checked[1]
 
 
 def _write_rejects(cleaned: CleanResult, path: Path) -> None:

@@ -238,7 +238,7 @@ def test_in_doubt_is_shown_and_settled_by_the_next_run(workspace, run_cli, smtp_
         first.output
     )
     status = run_cli(workspace, "status", "--incident", "42")
-    assert "  in doubt          1" in status.output.splitlines()
+    assert "  in doubt            1" in status.output.splitlines()
     second = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert second.exit_code == 0, second.output
     assert [m.rcpt_tos[0] for m in smtp_server.messages] == [

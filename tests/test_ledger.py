@@ -68,8 +68,10 @@ def test_open_creates_the_folder_the_schema_and_records_the_version(ledger_path:
     assert versions == [
         (1, "recipients, events"),
         (2, "senders, pacing, fingerprints; claims and leases on recipients"),
+        (3, "bounces, suppressions; alternate address and re-sends on recipients"),
     ]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
+    assert {"bounces", "suppressions"} <= tables
 
 
 def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
@@ -95,8 +97,8 @@ def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
         )
     Ledger.open(ledger_path).dispose()
     columns = {name for (_, name, *_) in rows(ledger_path, "PRAGMA table_info(recipients)")}
-    assert {"claimed_by", "lease_until"} <= columns
-    assert [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")] == [1, 2]
+    assert {"claimed_by", "lease_until", "alt_email", "sent_to", "resends"} <= columns
+    assert [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
 
 
 def test_migrating_again_is_a_no_op(ledger: Ledger, ledger_path: Path) -> None:
@@ -246,10 +248,10 @@ def test_counts_cover_every_state(ledger: Ledger) -> None:
         ],
     )
     assert ledger.counts(INCIDENT) == {
+        **dict.fromkeys(State, 0),
         State.PENDING: 1,
         State.SENDING: 1,
         State.ACCEPTED: 2,
-        State.DEFERRED: 0,
         State.REFUSED: 1,
     }
     assert ledger.counts("43") == dict.fromkeys(State, 0)
