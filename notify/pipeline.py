@@ -203,10 +203,10 @@ def preview(
     require_ok(report)
     incident = report.incident
     target = folder or workspace.default_preview_dir(incident_id)
-    recipients = incident.cleaned.recipients[:limit]
+    count = len(incident.cleaned.recipients) if limit is None else limit
     writer = PreviewWriter(target)
     with RenderPool(incident) as pool:
-        summary = deliver(ListSource(pool.outgoing(recipients)), lambda: writer, NoRecord())
+        summary = deliver(ListSource(pool.outgoing_first(count)), lambda: writer, NoRecord())
     return SendResult(summary, preview_dir=target)
 
 

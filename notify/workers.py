@@ -1,7 +1,8 @@
 """Render and build messages in worker processes, so both cores work on a large incident.
 
 The incident (templates, composer, recipients) is handed to the workers by fork: they
-inherit it, nothing is pickled but recipients going in and message bytes coming back.
+inherit it, so a task names its recipients by position; only a batch of other recipients
+is pickled going in, and only problems or message bytes come back.
 The pool is made before any thread starts, because forking a threaded process is unsafe.
 """
 
@@ -41,10 +42,20 @@ class RenderPool:
 
     def problems(self) -> list[str]:
         """Every recipient's render or header problem, in source order."""
-        chunks = _chunks(self.incident.cleaned.recipients)
+        spans = _spans(len(self.incident.cleaned.recipients))
         if self._pool is None:
-            return [p for chunk in chunks for p in _problems_in(self.incident, chunk)]
-        return [p for found in self._pool.imap(_problems_task, chunks) for p in found]
+            return [p for span in spans for p in _problems_in(self.incident, span)]
+        return [p for found in self._pool.imap(_problems_task, spans) for p in found]
+
+    def outgoing_first(self, count: int) -> Iterator[Outgoing]:
+        """The first `count` recipients' messages, in order, built ahead by the workers."""
+        spans = _spans(min(count, len(self.incident.cleaned.recipients)))
+        if self._pool is None:
+            for span in spans:
+                yield from _build_span(self.incident, span)
+            return
+        for built in self._pool.imap(_build_span_task, spans):
+            yield from built
 
     def outgoing(self, recipients: Sequence[Recipient]) -> Iterator[Outgoing]:
         """The messages, in order, built ahead by the workers while the caller consumes."""
@@ -83,9 +94,18 @@ def _chunks(recipients: Sequence[Recipient]) -> list[list[Recipient]]:
     return [list(recipients[i : i + CHUNK]) for i in range(0, len(recipients), CHUNK)]
 
 
-def _problems_in(incident: Incident, recipients: list[Recipient]) -> list[str]:
+def _spans(count: int) -> list[range]:
+    """Positions in the incident's recipients, CHUNK at a time: a range pickles in bytes."""
+    return [range(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
+
+
+def _build_span(incident: Incident, span: range) -> list[Outgoing]:
+    return list(incident.outgoing(incident.cleaned.recipients[span.start : span.stop]))
+
+
+def _problems_in(incident: Incident, span: range) -> list[str]:
     problems = []
-    for recipient in recipients:
+    for recipient in incident.cleaned.recipients[span.start : span.stop]:
         try:
             incident.composer.compose(render(incident.templates, recipient, incident.context))
         except RenderError as exc:
@@ -93,9 +113,14 @@ def _problems_in(incident: Incident, recipients: list[Recipient]) -> list[str]:
     return problems
 
 
-def _problems_task(recipients: list[Recipient]) -> list[str]:
+def _problems_task(span: range) -> list[str]:
     assert _incident is not None
-    return _problems_in(_incident, recipients)
+    return _problems_in(_incident, span)
+
+
+def _build_span_task(span: range) -> list[Outgoing]:
+    assert _incident is not None
+    return _build_span(_incident, span)
 
 
 def _build_task(recipients: list[Recipient]) -> list[Outgoing]:

@@ -46,3 +46,17 @@ def test_two_processes_find_the_same_problems(workspace):
         "customer600@example.com",
         "customer1099@example.com",
     ]
+
+
+def test_the_first_n_by_position_are_the_same_messages_as_by_list(workspace):
+    workspace.rows(make_rows(1300, items_each=2))
+    incident = load(workspace)
+    recipients = incident.cleaned.recipients
+    with RenderPool(incident, processes=1) as serial:
+        expected = [DATE.sub(b"", m.data) for m in serial.outgoing(recipients[:1100])]
+        alone = [DATE.sub(b"", m.data) for m in serial.outgoing_first(1100)]
+    with RenderPool(incident, processes=2) as parallel:
+        pooled = [DATE.sub(b"", m.data) for m in parallel.outgoing_first(1100)]
+        everyone = list(parallel.outgoing_first(5000))
+    assert pooled == alone == expected
+    assert [m.key for m in everyone] == [r.key for r in recipients]
