@@ -34,6 +34,7 @@ _REPLY = re.compile(r"(?<![\w.:/#-])#?([45][0-5]\d)(?=[ \t-])([^\n]*)")
 _ENHANCED = re.compile(r"(?<![\w.])#?([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _QUOTED_MESSAGE_ID = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _CHUNK = 2000  # how far after an address its reason is looked for
+_MAX_MENTIONS = 100  # a bounce names a handful of recipients; a list of thousands is cut
 
 
 def split_returned(text: str) -> tuple[str, str]:
@@ -49,8 +50,9 @@ def quoted_message_ids(text: str) -> list[str]:
 
 def reports(text: str, *, failed: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[Report]:
     """One report per failed address; X-Failed-Recipients (``failed``) wins over guessing."""
-    named = _unique(failed)
+    named = _unique(failed)[:_MAX_MENTIONS]
     mentions = _mentions(text, named) if named else _guessed_mentions(text, set(exclude))
+    mentions = mentions[:_MAX_MENTIONS]
     addresses = named or _unique(address for _, _, address in mentions)
     if not addresses:
         return [_report(None, [text])]

@@ -84,16 +84,20 @@ _DIAGNOSTIC_ENHANCED = re.compile(r"(?<![\w.])([45])\.(\d{1,3})\.(\d{1,3})(?!\.?
 _BASIC = re.compile(r"^\s*#?([245])(\d\d)\b")
 _MAILER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailer|mmdf|bounces?)@", re.I)
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered mail|delivery status notification|delivery (?:has )?fail"
-    r"|mail delivery (?:failed|failure|system)|failure notice|returned mail|non.?delivery"
-    r"|could not be delivered|delivery failure|rejected:",
+    r"undeliver|delivery status notification|delivery (?:has )?fail|non.?deliver"
+    r"|mail delivery (?:failed|failure|system)|failure notice|returned mail"
+    r"|could not be delivered|delivery failure",
     re.IGNORECASE,
 )
+_ANSWER_PREFIX = re.compile(r"^\s*(?:re|fwd?|aw|wg|sv|vs|tr)\s*:", re.IGNORECASE)
+# Opening words of the mail systems that write no report; at a line's start, so a
+# customer quoting a bounce ("> Delivery has failed ...") is not mistaken for one.
 _BOUNCE_BODY = re.compile(
-    r"this is the qmail-send program|created automatically by mail delivery software"
-    r"|unable to deliver your message|delivery has failed to these recipients"
-    r"|could not be delivered to one or more|wasn't delivered to|this is the mail system at",
-    re.IGNORECASE,
+    r"^[ \t]*(?:hi\. this is the qmail-send program|this message was created automatically"
+    r" by mail delivery software|sorry, we were unable to deliver your message"
+    r"|delivery has failed to these recipients|a message that you sent could not be delivered"
+    r"|your message wasn't delivered to|this is the mail system at)",
+    re.IGNORECASE | re.MULTILINE,
 )
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\s*(?:out of (?:the )?office|automatic reply|auto(?:matic)?[ -]?(?:reply|response)"
@@ -185,11 +189,11 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
 
 def _looks_like_bounce(msg: Message, text: str) -> bool:
     """A mail system's notice: its sender, its subject, X-Failed-Recipients or its opening words."""
-    sender = parseaddr(dsn.header(msg, "From"))[1]
+    sender, subject = parseaddr(dsn.header(msg, "From"))[1], dsn.header(msg, "Subject")
     return bool(
         _MAILER.match(sender)
         or msg.get("X-Failed-Recipients")
-        or _BOUNCE_SUBJECT.search(dsn.header(msg, "Subject"))
+        or (_BOUNCE_SUBJECT.search(subject) and not _ANSWER_PREFIX.match(subject))
         or _BOUNCE_BODY.search(text[:4000])
     )
 

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notify.bounces import Bounce, BounceKind, _parse, classify, parse_bounce, verp_token
+from notify.bounces import (
+    Bounce,
+    BounceKind,
+    FailedRecipient,
+    _parse,
+    classify,
+    parse_bounce,
+    verp_token,
+)
 from notify.dsn import address_field
 
 CORPUS = Path(__file__).parent / "bounces"
@@ -160,6 +168,29 @@ def test_diagnostic_is_the_servers_words_on_one_line(name: str) -> None:
 
 def test_a_customers_reply_is_not_a_bounce() -> None:
     assert parse_bounce(raw("human-reply"), return_path=RETURN_PATH) is None
+
+
+def test_a_customer_quoting_a_bounce_is_not_a_bounce() -> None:
+    quoted = b"".join(
+        b"> " + line + b"\n" for line in raw("exchange-text-only").splitlines()[16:30]
+    )
+    data = (
+        b"From: Pat Doe <pat.doe@example.net>\nTo: help@acme.example\n"
+        b"Subject: Re: Undeliverable: Duplicate charge on March renewals\n"
+        b"Message-ID: <reply.1@example.net>\n\nMy work address bounced, see below.\n\n"
+    )
+    assert b"> Delivery has failed to these recipients" in quoted
+    assert parse_bounce(data + quoted, return_path=RETURN_PATH) is None
+
+
+def test_a_huge_list_of_recipients_is_cut() -> None:
+    lines = b"".join(b"<user%d@example.org>:\n550 5.1.1 no such user\n\n" % i for i in range(5000))
+    data = b"From: MAILER-DAEMON@mail.example.net\nSubject: failure notice\n\n" + lines
+    bounce = parsed(data)
+    assert len(bounce.recipients) == 100
+    assert bounce.recipients[0] == FailedRecipient(
+        "user0@example.org", "5.1.1", HARD, "550 5.1.1 no such user"
+    )
 
 
 def test_an_auto_generated_notice_from_the_mailer_daemon_is_still_a_bounce() -> None:
