@@ -114,7 +114,7 @@ def _report(address: str | None, chunks: list[str]) -> Report:
     """The first chunk holding an SMTP reply says why; else the first line after the address."""
     for chunk in chunks:
         if reply := _REPLY.search(chunk):
-            diagnostic = one_line(f"{reply[1]}{reply[2]}").rstrip(" #")
+            diagnostic = one_line(f"{reply[1]}{reply[2]}").rstrip(" #'")
             return Report(address, "failed", _enhanced(diagnostic) or _enhanced(chunk), diagnostic)
     first = next((line for line in chunks[0].splitlines() if line.strip(" :>")), "")
     return Report(address, "failed", _enhanced(chunks[0]), one_line(first.strip(" :>")))

@@ -8,6 +8,7 @@ convenience of the modern header objects. Everything decoded is decoded with
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from email.header import Header, decode_header
@@ -21,6 +22,7 @@ _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+_LINE_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _MAX_PARTS = 200  # a bounce has a handful; a bomb of nested parts is cut here
 
@@ -106,8 +108,13 @@ def layout(msg: Message) -> Layout:
             stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
         elif ctype == "text/plain" or (ctype == "text/html" and not found.text):
             text = part_text(part)
-            found.text.append(_TAG.sub(" ", text) if ctype == "text/html" else text)
+            found.text.append(html_text(text) if ctype == "text/html" else text)
     return found
+
+
+def html_text(markup: str) -> str:
+    """An HTML-only bounce as plain lines, so its addresses sit on lines of their own."""
+    return html.unescape(_TAG.sub(" ", _LINE_TAG.sub("\n", markup)))
 
 
 def _status_blocks(part: Message) -> list[dict[str, str]]:

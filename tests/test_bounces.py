@@ -193,6 +193,20 @@ def test_a_huge_list_of_recipients_is_cut() -> None:
     )
 
 
+def test_an_html_only_bounce_is_read_as_lines() -> None:
+    data = (
+        b"From: postmaster@corp.example\nSubject: Undeliverable: Duplicate charge\n"
+        b"Content-Type: text/html; charset=utf-8\n\n<html><body><p>Delivery has failed to these"
+        b" recipients or groups:</p><p>&lt;pat@corp.example&gt;:<br>Remote Server returned"
+        b" &#39;550 5.1.1 RESOLVER.ADR.RecipNotFound; not found&#39;</p></body></html>\n"
+    )
+    assert parsed(data).recipients == [
+        FailedRecipient(
+            "pat@corp.example", "5.1.1", HARD, "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found"
+        )
+    ]
+
+
 def test_an_auto_generated_notice_from_the_mailer_daemon_is_still_a_bounce() -> None:
     data = raw("verp-no-address").replace(
         b"Content-Type:", b"Auto-Submitted: auto-generated\nContent-Type:", 1
