@@ -32,6 +32,9 @@ _WORD_BYTES = 42  # 42 bytes -> 56 base64 chars -> a 68-character encoded word
 # Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
 # decode it into whatever the export's author chose (line breaks included).
 _ENCODED_WORD_START = "=?"
+# Messages built by the check are kept up to this many bytes, so a send in the same
+# process hands them over instead of rendering everything a second time.
+KEEP_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Composer:
         sender: Address,
         reply_to: Address | None,
         return_path: str | None,
+        keep_bytes: int = KEEP_BYTES,
     ) -> None:
         self.incident_id = incident_id
         self.sender = sender
@@ -97,6 +101,12 @@ class Composer:
             if reply_to
             else []
         )
+        self._kept: dict[str, Outgoing] = {}
+        self._keep_left = keep_bytes
+
+    def kept(self, key: str) -> Outgoing | None:
+        """The message last built for this recipient in this process, if it was kept."""
+        return self._kept.get(key)
 
     def message_id(self, key: str) -> str:
         return f"<{recipient_token(self.incident_id, key)}.{self.incident_id}@{self.domain}>"
@@ -130,7 +140,7 @@ class Composer:
             f"{INCIDENT_HEADER}: {self.incident_id}",
             "MIME-Version: 1.0",
         ]
-        return Outgoing(
+        built = Outgoing(
             key=recipient.key,
             envelope_from=self.envelope_from(recipient.key),
             to=recipient.email,
@@ -139,6 +149,16 @@ class Composer:
             row=recipient.first_row,
             subject=rendered.subject,
         )
+        self._keep(built)
+        return built
+
+    def _keep(self, built: Outgoing) -> None:
+        previous = self._kept.pop(built.key, None)
+        if previous is not None:
+            self._keep_left += len(previous.data)
+        if self._keep_left >= len(built.data):
+            self._keep_left -= len(built.data)
+            self._kept[built.key] = built
 
     def _boundary(self, message_id: str) -> str:
         # '=' never survives quoted-printable encoding, so no body line can equal this.

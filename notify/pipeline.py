@@ -284,7 +284,8 @@ def fingerprints(incident: Incident) -> tuple[str, str]:
 
 
 class _ClaimSource:
-    """Batches claimed from the ledger as workers ask for them, rendered on the spot."""
+    """Batches claimed from the ledger as workers ask for them: the messages the check
+    built when they were kept, otherwise rendered on the spot."""
 
     def __init__(self, pool: RenderPool, sender: Sender, *, limit: int) -> None:
         self.pool = pool
@@ -304,7 +305,10 @@ class _ClaimSource:
                 f"the ledger holds {missing[0]} for incident {self.incident.incident_id}, "
                 "but the export does not; restore the export the incident was started with"
             )
-        return self.pool.build([self.by_key[key] for key in keys])
+        kept = {key: self.incident.composer.kept(key) for key in keys}
+        unkept = [self.by_key[key] for key, message in kept.items() if message is None]
+        built = {message.key: message for message in self.pool.build(unkept)}
+        return [kept[key] or built[key] for key in keys]
 
 
 def test_send(

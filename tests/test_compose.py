@@ -400,3 +400,22 @@ def test_parse_sender_refuses_line_breaks(bad: str) -> None:
     assert str(caught.value) == (
         "incidents/42.toml: from holds a line break or control character; fix it"
     )
+
+
+def test_built_messages_are_kept_for_the_send_within_the_byte_budget():
+    first = rendered(email_address="ann@example.com")
+    second = rendered(email_address="bob@example.com")
+    size = len(composer().compose(first).data)
+    keeping = Composer(
+        incident_id="42",
+        sender=parse_sender("Acme Support <support@acme.example>", where=WHERE),
+        reply_to=None,
+        return_path=None,
+        keep_bytes=size + size // 2,  # room for one message, not two
+    )
+    built = keeping.compose(first)
+    assert keeping.kept("ann@example.com") is built
+    assert keeping.compose(second) is not None and keeping.kept("bob@example.com") is None
+    again = keeping.compose(first)  # a rebuild replaces the kept one, within the same budget
+    assert keeping.kept("ann@example.com") is again
+    assert keeping.kept("nobody@example.com") is None
