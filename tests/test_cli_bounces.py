@@ -237,14 +237,16 @@ def test_a_refusal_during_the_send_goes_to_the_alternate_address(workspace, run_
 
 
 def test_two_resends_started_together_send_each_due_message_once(
-    workspace, smtp_server, tmp_path, clean_environ
+    workspace, smtp_server, tmp_path, clean_environ, ledger_settings
 ):
     workspace.write("incidents/42.toml", MANIFEST)
     addresses = [f"c{n}@example.com" for n in range(60)]
     workspace.rows(
         [[f"C {n}", a, "", "", f"A-{n}", "1"] for n, a in enumerate(addresses)], header=HEADER
     )
-    workspace.smtp(smtp_server, return_path="bounces@acme.example", resend_schedule="1h")
+    workspace.smtp(
+        smtp_server, return_path="bounces@acme.example", resend_schedule="1h", **ledger_settings
+    )
     env = notify_env()
     command = [sys.executable, "-m", "notify"]
     where = ["--incident", "42", "--workspace", str(workspace.root)]
@@ -323,3 +325,32 @@ def test_an_imap_login_failure_is_one_line(workspace, run_cli, sent, imap_accoun
     assert len(result.output.strip().splitlines()) == 1
     assert "NOTIFY_IMAP_PASSWORD" in result.output
     assert "wrong" not in result.output
+
+
+def test_move_to_moves_only_the_bounces_it_matched(workspace, run_cli, sent, tmp_path):
+    maildir = tmp_path / "Maildir"
+    stray = dataclasses.replace(
+        sent["gus@example.com"],
+        mail_from="bounces+0123456789abcdef01234567@acme.example",
+        rcpt_tos=["zed@example.com"],
+        data=(
+            b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <x@elsewhere.example>\r\n"
+            b"Subject: hi\r\n\r\nhello\r\n"
+        ),
+    )
+    write_maildir(
+        maildir,
+        [
+            dsn(sent["bob@example.com"], status="5.1.1", diagnostic="550 5.1.1 unknown"),
+            dsn(stray, status="5.1.1", diagnostic="550 5.1.1 unknown"),
+        ],
+    )
+    result = run_cli(
+        workspace, "bounces", "--incident", "42", "--maildir", str(maildir), "--move-to", "Done"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Moved 1 matched message(s) to Done." in result.output
+    left = [p.read_bytes() for p in (maildir / "new").iterdir()]
+    moved = [p.read_bytes() for p in (tmp_path / "Done" / "new").iterdir()]
+    assert len(left) == 1 and b"zed@example.com" in left[0]
+    assert len(moved) == 1 and b"bob@example.com" in moved[0]
