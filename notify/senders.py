@@ -9,6 +9,7 @@ NOTIFY_RATE come from one row per incident, so the cap holds for the whole fleet
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
@@ -23,6 +24,7 @@ from notify.ledger import Ledger, pacing_table, recipients_table, senders_table
 from notify.models import State
 
 DEFAULT_LEASE_SECONDS = 60.0
+DEAD_SENDERS_TTL = 1.0  # seconds between looks for dead senders on this host
 PACING_WINDOW_SECONDS = 0.25  # slots reserved per round trip: a quarter second's worth
 
 
@@ -60,6 +62,10 @@ class Sender:
         self._slots: deque[float] = deque()
         self._slot_lock = threading.Lock()
         self._claim_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._unreported_sent = 0  # accepted since the last claim wrote the count
+        self._dead: list[str] = []
+        self._dead_checked_at = -DEAD_SENDERS_TTL
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -90,12 +96,35 @@ class Sender:
         """Atomically take up to `limit` recipients nobody else is working on."""
         if limit <= 0:
             return []
-        table = recipients_table
         now = time.time()
+        with self._claim_lock:
+            with self._count_lock:
+                sent, self._unreported_sent = self._unreported_sent, 0
+            with self.ledger.engine.begin() as connection:
+                rows = connection.execute(
+                    self._claim_statement,
+                    {
+                        "now": now,
+                        "dead": self._dead_local_senders(now),
+                        "limit": limit,
+                        "lease_until": now + self.lease_seconds,
+                    },
+                ).all()
+                connection.execute(self._count_statement, {"claimed": len(rows), "sent": sent})
+        return [key for key, _ in sorted(rows, key=lambda row: row[1])]
+
+    def count_sent(self, accepted: int) -> None:
+        """Counted in memory; written with the next claim, or when the sender finishes."""
+        with self._count_lock:
+            self._unreported_sent += accepted
+
+    @functools.cached_property
+    def _claim_statement(self) -> sa.Update:
+        table = recipients_table
         free = sa.or_(  # never our own: another of our threads may be sending it now
             table.c.claimed_by.is_(None),
-            table.c.lease_until < now,
-            table.c.claimed_by.in_(self._dead_local_senders()),
+            table.c.lease_until < sa.bindparam("now"),
+            table.c.claimed_by.in_(sa.bindparam("dead", expanding=True)),
         )
         claimable = sa.or_(
             table.c.state == State.PENDING.value,
@@ -105,41 +134,36 @@ class Sender:
             sa.select(table.c.key)
             .where(table.c.incident_id == self.incident_id, claimable)
             .order_by(table.c.first_row)
-            .limit(limit)
+            .limit(sa.bindparam("limit"))
         )
         if self.ledger.engine.dialect.name == "postgresql":
             chosen = chosen.with_for_update(skip_locked=True)
         # Materialised, so PostgreSQL runs the LIMIT once (as an IN-subquery it may run it
         # again per row and claim more than asked).
         picked = chosen.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
-        statement = (
+        return (
             table.update()
             .where(table.c.incident_id == self.incident_id, table.c.key == picked.c.key)
             .values(
                 state=State.SENDING.value,
                 claimed_by=self.id,
-                lease_until=now + self.lease_seconds,
+                lease_until=sa.bindparam("lease_until"),
                 attempts=table.c.attempts + 1,
             )
             .returning(table.c.key, table.c.first_row)
         )
-        with self._claim_lock, self.ledger.engine.begin() as connection:
-            rows = connection.execute(statement).all()
-            connection.execute(
-                senders_table.update()
-                .where(senders_table.c.id == self.id)
-                .values(claimed=senders_table.c.claimed + len(rows))
-            )
-        return [key for key, _ in sorted(rows, key=lambda row: row[1])]
 
-    def count_sent(self, accepted: int) -> None:
-        if accepted:
-            with self.ledger.engine.begin() as connection:
-                connection.execute(
-                    senders_table.update()
-                    .where(senders_table.c.id == self.id)
-                    .values(sent=senders_table.c.sent + accepted)
-                )
+    @functools.cached_property
+    def _count_statement(self) -> sa.Update:
+        table = senders_table
+        return (
+            table.update()
+            .where(table.c.id == self.id)
+            .values(
+                claimed=table.c.claimed + sa.bindparam("claimed"),
+                sent=table.c.sent + sa.bindparam("sent"),
+            )
+        )
 
     def pace(self) -> None:
         """Wait for this process's next slot in the incident-wide rate (NOTIFY_RATE)."""
@@ -163,12 +187,15 @@ class Sender:
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
         table = recipients_table
+        with self._count_lock:
+            sent, self._unreported_sent = self._unreported_sent, 0
         with self.ledger.engine.begin() as connection:
             connection.execute(
                 table.update()
                 .where(table.c.incident_id == self.incident_id, table.c.claimed_by == self.id)
                 .values(claimed_by=None, lease_until=None)
             )
+            connection.execute(self._count_statement, {"claimed": 0, "sent": sent})
             connection.execute(
                 senders_table.update().where(senders_table.c.id == self.id).values(finished=True)
             )
@@ -206,9 +233,11 @@ class Sender:
                     .values(heartbeat_at=now)
                 )
 
-    def _dead_local_senders(self) -> list[str]:
+    def _dead_local_senders(self, now: float) -> list[str]:
         """Senders of this incident on this host whose process is gone: no need to wait
-        for their leases."""
+        for their leases. Looked up at most once a second, not for every batch."""
+        if now - self._dead_checked_at < DEAD_SENDERS_TTL:
+            return self._dead
         query = sa.select(senders_table.c.id, senders_table.c.pid).where(
             senders_table.c.incident_id == self.incident_id,
             senders_table.c.host == self.host,
@@ -217,7 +246,9 @@ class Sender:
         )
         with self.ledger.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [sender_id for sender_id, pid in rows if not _alive(pid)]
+        self._dead = [sender_id for sender_id, pid in rows if not _alive(pid)]
+        self._dead_checked_at = now
+        return self._dead
 
 
 def fleet(ledger: Ledger, incident_id: str) -> list[SenderInfo]:

@@ -122,3 +122,17 @@ def test_changed_templates_are_refused_unless_accepted(ledger):
     )
     ledger.check_fingerprint("42", templates="t2", data="d2", accept_changes=True)
     ledger.check_fingerprint("42", templates="t2", data="d2")
+
+
+def test_sent_counts_are_written_with_the_next_claim_and_at_finish(ledger):
+    register(ledger, 30)
+    sender = Sender(ledger, "42")
+    sender.start()
+    sender.claim(10)
+    sender.count_sent(7)
+    assert [s.sent for s in fleet(ledger, "42")] == [0]  # no transaction of its own
+    sender.claim(10)
+    assert [s.sent for s in fleet(ledger, "42")] == [7]
+    sender.count_sent(3)
+    sender.finish()
+    assert [(s.claimed, s.sent, s.finished) for s in fleet(ledger, "42")] == [(20, 10, True)]
