@@ -239,7 +239,7 @@ def claim(
     table = recipients_table
     taken = []
     with ledger.engine.begin() as connection:
-        for recipient in chosen:
+        for recipient in (r for r in chosen if r.state in RESENT_STATES):
             step = 0 if recipient.state is State.ALTERNATE else 1
             result = connection.execute(
                 table.update()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import signal
 import sqlite3
 import subprocess
@@ -155,3 +157,27 @@ def test_html_in_a_name_is_escaped_in_the_html_part(
     assert "&lt;b&gt;Bold&lt;/b&gt; &lt;script&gt;x()&lt;/script&gt;" in html
     assert "<script>" not in html
     assert "<b>Bold</b>" in message.get_body(("plain",)).get_content()
+
+
+def test_every_customer_ends_in_the_report_with_a_reason(
+    workspace, ledger_settings, run_cli, smtp_server
+):
+    """Promise 3, after the send: sent, or listed with the reason (invalid, refused,
+    suppressed, bounced)."""
+    workspace.smtp(smtp_server, **ledger_settings)
+    rows = make_rows(5) + [
+        ["Typo", "t@gmial.com", "", "A-t", "1"],
+        ["Bad", "bad@@example.com", "", "A-b", "1"],
+        ["Refused", "fail-550@example.com", "", "A-r", "1"],
+    ]
+    workspace.rows(rows)
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 1
+    result = run_cli(workspace, "report", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    report = list(csv.DictReader(io.StringIO(result.output)))
+    assert sorted(int(r["row"]) for r in report) == list(range(2, 2 + len(rows)))
+    unreachable = {r["email"]: r for r in report if r["outcome"] == "unreachable"}
+    assert set(unreachable) == {"t@gmial.com", "bad@@example.com", "fail-550@example.com"}
+    assert all(r["reason"] for r in unreachable.values())
+    assert unreachable["t@gmial.com"]["reason"].startswith("likely typo domain")
+    assert [r["outcome"] for r in report].count("delivered") == 5
