@@ -354,3 +354,20 @@ def test_move_to_moves_only_the_bounces_it_matched(workspace, run_cli, sent, tmp
     moved = [p.read_bytes() for p in (tmp_path / "Done" / "new").iterdir()]
     assert len(left) == 1 and b"zed@example.com" in left[0]
     assert len(moved) == 1 and b"bob@example.com" in moved[0]
+
+
+def test_without_verp_a_bounce_is_matched_by_the_message_id_it_returns(
+    workspace, run_cli, smtp_server, tmp_path
+):
+    workspace.write("incidents/42.toml", MANIFEST)
+    workspace.rows(ROWS[:2], header=HEADER)
+    workspace.smtp(smtp_server)  # no NOTIFY_RETURN_PATH: the relay may refuse one
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    bob = next(m for m in smtp_server.messages if m.rcpt_tos == ["bob@example.com"])
+    assert bob.mail_from == "support@acme.example"
+    mbox = tmp_path / "b.mbox"
+    write_mbox(mbox, [dsn(bob, status="5.1.1", diagnostic="550 5.1.1 gone", name_recipient=False)])
+    result = run_cli(workspace, "bounces", "--incident", "42", "--mbox", str(mbox))
+    assert result.exit_code == 0, result.output
+    assert "Recipients now hard-bounced: 1" in result.output
+    assert states(run_cli, workspace) == {"accepted": 1, "hard-bounced": 1}
