@@ -210,7 +210,10 @@ def _print_status(report: pipeline.StatusReport) -> None:
         for s in report.senders[:20]:
             seen = "finished" if s.finished else f"heartbeat {s.heartbeat_age:.0f}s ago"
             click.echo(f"  {s.host} pid {s.pid}: claimed {s.claimed}, sent {s.sent}, {seen}")
-    click.echo(f"Next: {report.due}")
+    first, *more = report.due.split("; ")
+    click.echo(f"Next: {first}")
+    for clause in more:
+        click.echo(f"      {clause}")
 
 
 @cli.group()
