@@ -34,7 +34,7 @@ class Reject:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a million of them: no __dict__ each
 class LookAlike:
     """Two distinct recipients an operator should glance at; they are never merged."""
 
@@ -54,7 +54,7 @@ class Review:
     row: int  # its first source row
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a million of them: no __dict__ each
 class Recipient:
     """One person to tell: every affected row with the same address, merged."""
 
