@@ -278,8 +278,9 @@ def fingerprints(incident: Incident) -> tuple[str, str]:
     wording = [manifest.title, manifest.sender, manifest.reply_to, manifest.facts]
     templates.update(json.dumps(wording, sort_keys=True, default=str).encode())
     data = hashlib.sha256()
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode  # json.dumps makes one a call
     for r in incident.cleaned.recipients:
-        data.update(json.dumps([r.key, r.fields, r.items], sort_keys=True, default=str).encode())
+        data.update(encode([r.key, r.fields, r.items]).encode())
     return templates.hexdigest(), data.hexdigest()
 
 
