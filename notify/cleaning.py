@@ -76,43 +76,62 @@ def clean(
     allow_typo_domains: bool = False,
 ) -> CleanResult:
     """Validate addresses and merge rows per recipient, keeping every row accounted for."""
+    rows_read = len(frame)
+    with _collector_paused():
+        recipients, rejects = _merge(
+            frame, columns=columns, items=items, where=where, allow_typo_domains=allow_typo_domains
+        )
+        # The recipients hold what they need of the rows: unless the caller keeps the export,
+        # it is freed here, before the look-alike search (the peak of memory).
+        del frame
+        return CleanResult(
+            recipients=recipients,
+            rejects=rejects,
+            lookalikes=find_lookalikes(recipients),
+            rows_read=rows_read,
+            review=_review(recipients, rejects, allow_typo_domains=allow_typo_domains),
+        )
+
+
+def _merge(
+    frame: pd.DataFrame,
+    *,
+    columns: Mapping[str, str],
+    items: Mapping[str, str],
+    where: str,
+    allow_typo_domains: bool,
+) -> tuple[list[Recipient], list[Reject]]:
+    """The recipients, in the order their first rows appear, and the rows rejected."""
     data_columns = [c for c in frame.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
     field_columns = resolve_columns(data_columns, columns, where=where, section="columns")
     item_columns = resolve_columns(data_columns, items, where=where, section="group")
     email_column = field_columns["email"]
-    with _collector_paused():
-        cells = {c: _trim(frame[c]) for c in {*field_columns.values(), *item_columns.values()}}
-        emails = cells[email_column]
-        rows = frame[ROW_COLUMN].tolist()
-        sources = frame[SOURCE_COLUMN].tolist()
-        # Every distinct cell is checked once, and rows are grouped by key in numpy.
-        cell_codes, distinct = pd.factorize(pd.Series(emails, dtype=object))
-        verdicts = [_check_address(raw, allow_typo_domains) for raw in distinct.tolist()]
-        key_codes, keys = pd.factorize(
-            pd.Series([v[0] if isinstance(v, tuple) else None for v in verdicts], dtype=object)
-        )
-        row_keys = key_codes[cell_codes]  # -1 for a rejected row
-        rejects = [
-            Reject(sources[i], rows[i], email_column, emails[i], str(verdicts[cell_codes[i]]))
-            for i in np.flatnonzero(row_keys < 0).tolist()
-        ]
-        merge = _Merger(
-            [(name, cells[column]) for name, column in field_columns.items()],
-            [(name, cells[column]) for name, column in item_columns.items()],
-            rows,
-            sources,
-        )
-        built = [
-            merge(key, verdicts[cell_codes[indexes[0]]][1], indexes)
-            for key, indexes in zip(keys.tolist(), _rows_by_key(row_keys), strict=True)
-        ]
-        return CleanResult(
-            recipients=built,
-            rejects=rejects,
-            lookalikes=find_lookalikes(built),
-            rows_read=len(frame),
-            review=_review(built, rejects, allow_typo_domains=allow_typo_domains),
-        )
+    cells = {c: _trim(frame[c]) for c in {*field_columns.values(), *item_columns.values()}}
+    emails = cells[email_column]
+    rows = frame[ROW_COLUMN].tolist()
+    sources = frame[SOURCE_COLUMN].tolist()
+    # Every distinct cell is checked once, and rows are grouped by key in numpy.
+    cell_codes, distinct = pd.factorize(pd.Series(emails, dtype=object))
+    verdicts = [_check_address(raw, allow_typo_domains) for raw in distinct.tolist()]
+    key_codes, keys = pd.factorize(
+        pd.Series([v[0] if isinstance(v, tuple) else None for v in verdicts], dtype=object)
+    )
+    row_keys = key_codes[cell_codes]  # -1 for a rejected row
+    rejects = [
+        Reject(sources[i], rows[i], email_column, emails[i], str(verdicts[cell_codes[i]]))
+        for i in np.flatnonzero(row_keys < 0).tolist()
+    ]
+    merge = _Merger(
+        [(name, cells[column]) for name, column in field_columns.items()],
+        [(name, cells[column]) for name, column in item_columns.items()],
+        rows,
+        sources,
+    )
+    built = [
+        merge(key, verdicts[cell_codes[indexes[0]]][1], indexes)
+        for key, indexes in zip(keys.tolist(), _rows_by_key(row_keys), strict=True)
+    ]
+    return built, rejects
 
 
 def _rows_by_key(row_keys: np.ndarray) -> list[list[int]]:

@@ -127,11 +127,10 @@ def load_incident(
     templates = load_templates(
         workspace.template_dir(manifest.template), label=f"templates/{manifest.template}"
     )
-    frame = load_sources(
-        manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
-    )
-    cleaned = clean(
-        frame,
+    cleaned = clean(  # handed straight over: cleaning frees the export once merged
+        load_sources(
+            manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
+        ),
         columns=manifest.columns,
         items=manifest.items,
         where=where,
