@@ -19,7 +19,7 @@ from notify import recovery
 from notify.cleaning import clean, normalise_address
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
-from notify.errors import LedgerError, ManifestError
+from notify.errors import LedgerError, ManifestError, RenderError
 from notify.ledger import SCHEMA_VERSION, Ledger, Registration
 from notify.manifest import Manifest, load_manifest
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
@@ -149,12 +149,16 @@ def check(
     environ: Mapping[str, str],
     *,
     allow_typo_domains: bool = False,
+    render: bool = True,
 ) -> CheckReport:
     """Load, clean and render every message; send nothing; write rejects, look-alikes and
-    the addresses to review."""
+    the addresses to review. `render=False` is for a caller that renders every message
+    itself before anything leaves (preview, which writes them in the same pass)."""
     incident = load_incident(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
-    with RenderPool(incident) as pool:
-        problems = pool.problems()
+    problems: list[str] = []
+    if render:
+        with RenderPool(incident) as pool:
+            problems = pool.problems()
     if not incident.cleaned.recipients:
         problems.insert(0, "no valid recipient in the export; see the rejects file")
     states: dict[str, State] = {}
@@ -197,15 +201,28 @@ def preview(
     limit: int | None = None,
     allow_typo_domains: bool = False,
 ) -> SendResult:
-    """Write what would be sent to a folder; no network, no ledger."""
-    report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
+    """Write what would be sent to a folder; no network, no ledger.
+
+    Every message is rendered once: those previewed as they are written, the rest (beyond
+    `limit`) checked after. A problem anywhere leaves no preview behind and stops the run
+    with every problem listed, as the check would."""
+    report = check(
+        workspace, incident_id, environ, allow_typo_domains=allow_typo_domains, render=False
+    )
     require_ok(report)
     incident = report.incident
     target = folder or workspace.default_preview_dir(incident_id)
     count = len(incident.cleaned.recipients) if limit is None else limit
     writer = PreviewWriter(target)
     with RenderPool(incident) as pool:
-        summary = deliver(ListSource(pool.outgoing_first(count)), lambda: writer, NoRecord())
+        try:
+            summary = deliver(ListSource(pool.outgoing_first(count)), lambda: writer, NoRecord())
+            problems = pool.problems(start=count)
+        except RenderError:
+            problems = pool.problems()
+    if problems:
+        writer.discard()
+        raise summarise_problems(problems)
     return SendResult(summary, preview_dir=target)
 
 

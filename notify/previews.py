@@ -54,6 +54,14 @@ class PreviewWriter:
         self._write_summary()
         self._write_index()
 
+    def discard(self) -> None:
+        """Remove what this run wrote, e.g. when a later message fails to render."""
+        for entry in self.entries:
+            (self.folder / entry.file).unlink(missing_ok=True)
+        for name in ("summary.csv", "index.html"):
+            (self.folder / name).unlink(missing_ok=True)
+        self.entries.clear()
+
     def _write_summary(self) -> None:
         with (self.folder / "summary.csv").open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)

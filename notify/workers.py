@@ -40,9 +40,10 @@ class RenderPool:
             _incident = incident
             self._pool = multiprocessing.get_context("fork").Pool(count)
 
-    def problems(self) -> list[str]:
-        """Every recipient's render or header problem, in source order."""
-        spans = _spans(len(self.incident.cleaned.recipients))
+    def problems(self, *, start: int = 0) -> list[str]:
+        """Every recipient's render or header problem, in source order (from position
+        `start`, when the caller rendered the ones before)."""
+        spans = _spans(len(self.incident.cleaned.recipients), start=start)
         if self._pool is None:
             return [p for span in spans for p in _problems_in(self.incident, span)]
         return [p for found in self._pool.imap(_problems_task, spans) for p in found]
@@ -94,9 +95,9 @@ def _chunks(recipients: Sequence[Recipient]) -> list[list[Recipient]]:
     return [list(recipients[i : i + CHUNK]) for i in range(0, len(recipients), CHUNK)]
 
 
-def _spans(count: int) -> list[range]:
+def _spans(count: int, *, start: int = 0) -> list[range]:
     """Positions in the incident's recipients, CHUNK at a time: a range pickles in bytes."""
-    return [range(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
+    return [range(first, min(first + CHUNK, count)) for first in range(start, count, CHUNK)]
 
 
 def _build_span(incident: Incident, span: range) -> list[Outgoing]:

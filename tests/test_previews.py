@@ -1,0 +1,65 @@
+"""Previews: one pass renders and writes, and a problem anywhere leaves no preview behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from notify import pipeline
+from notify.errors import RenderError
+from notify.workspace import Workspace
+from tests.conftest import make_rows
+
+SUBJECT = "Hello {{ customer.name }}\n"
+
+
+def preview(workspace, **options):
+    return pipeline.preview(Workspace.open(workspace.root), "42", {}, **options)
+
+
+@pytest.mark.parametrize("count", [30, 4500])  # rendered here, and in worker processes
+def test_a_problem_after_the_limit_still_stops_the_preview(workspace, tmp_path, count):
+    rows = make_rows(count)
+    rows[count - 1][0] = ""  # the last customer has no name, and the subject needs one
+    workspace.rows(rows)
+    workspace.write("templates/apology/subject.j2", SUBJECT)
+    target = tmp_path / "previews"
+    with pytest.raises(RenderError) as raised:
+        preview(workspace, folder=target, limit=10)
+    assert [p.split(" ")[0] for p in raised.value.problems] == [f"customer{count - 1}@example.com"]
+    assert list(target.iterdir()) == []  # the ten written before the problem was found
+
+
+def test_problems_while_writing_are_all_listed_and_nothing_is_left(workspace, tmp_path):
+    rows = make_rows(40)
+    for index in (3, 25):
+        rows[index][0] = ""
+    workspace.rows(rows)
+    workspace.write("templates/apology/subject.j2", SUBJECT)
+    target = tmp_path / "previews"
+    with pytest.raises(RenderError, match=r"^2 problem\(s\) stop the send") as raised:
+        preview(workspace, folder=target)
+    assert [p.split(" ")[0] for p in raised.value.problems] == [
+        "customer3@example.com",
+        "customer25@example.com",
+    ]
+    assert list(target.iterdir()) == []
+
+
+def test_the_error_is_the_one_check_gives(workspace, tmp_path):
+    rows = make_rows(12)
+    rows[7][0] = ""
+    workspace.rows(rows)
+    workspace.write("templates/apology/subject.j2", SUBJECT)
+    report = pipeline.check(Workspace.open(workspace.root), "42", {})
+    with pytest.raises(RenderError) as raised:
+        preview(workspace, folder=tmp_path / "previews", limit=3)
+    assert str(raised.value) == str(pipeline.summarise_problems(report.problems))
+
+
+def test_a_clean_preview_writes_every_message_once(workspace, tmp_path):
+    workspace.rows(make_rows(25, items_each=2))
+    target = tmp_path / "previews"
+    result = preview(workspace, folder=target)
+    assert result.summary.attempted == 25
+    assert len(list(target.glob("*.eml"))) == 25
+    assert (target / "summary.csv").is_file() and (target / "index.html").is_file()
