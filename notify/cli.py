@@ -343,10 +343,17 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
         click.echo(f"  row {row['first_row']}: {row['email']}: {state} {row['reply'] or ''}")
     if len(result.undelivered) > MAX_LISTED_UNDELIVERED:
         click.echo(f"  ... and {len(result.undelivered) - MAX_LISTED_UNDELIVERED} more")
+    incident_id = plan.incident.incident_id
     click.echo(
         "Deferred and in-doubt ones are sent again by running: notify send --incident "
-        f"{plan.incident.incident_id}"
+        f"{incident_id}"
     )
+    alternates = sum(1 for row in result.undelivered if row["state"] == State.ALTERNATE.value)
+    if alternates:
+        click.echo(
+            f"{alternates} refused for good have an alternate address: notify resend "
+            f"--incident {incident_id} sends to it"
+        )
     sys.exit(EXIT_UNDELIVERED)
 
 

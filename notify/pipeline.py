@@ -280,6 +280,7 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     finally:
         sender.finish()
         pool.close()
+    recovery.settle_refusals(ledger, incident.incident_id, now=recovery.utc_now())
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
     return SendResult(summary, undelivered=undelivered)

@@ -169,9 +169,9 @@ def _changes(recipient: LedgerRecipient, state: State) -> dict[str, object]:
 
 
 def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
-    """A 5xx during the send is a hard bounce (suppress, then try the alternate), unless
-    it is a policy refusal (x.7.x), which is the sender's problem. Returns how many
-    recipients changed."""
+    """A 5xx during the send is a hard bounce: the address is suppressed and the export's
+    alternate address becomes due; a policy refusal (x.7.x) is the sender's problem and
+    suppresses nothing. Returns how many recipients changed state."""
     changed = 0
     refused = recipients(ledger, incident_id, states=[State.REFUSED])
     with ledger.engine.begin() as connection:
@@ -187,9 +187,7 @@ def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
             if alternate and not recipient.sent_to and alternate.lower() != recipient.key:
                 changes = _changes(recipient, State.ALTERNATE)
                 _set(connection, recipient, State.ALTERNATE, now, reply=recipient.reply, **changes)
-            else:
-                _set(connection, recipient, State.HARD_BOUNCED, now, reply=recipient.reply)
-            changed += 1
+                changed += 1
     return changed
 
 

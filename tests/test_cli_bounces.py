@@ -226,11 +226,16 @@ def test_a_refusal_during_the_send_goes_to_the_alternate_address(workspace, run_
     rows = [["Ann Lee", "fail-550@example.com", "+1 555 0100", "ann@example.org", "A-1", "1"]]
     workspace.rows(rows, header=HEADER)
     workspace.smtp(smtp_server)
-    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 1
+    sent = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert sent.exit_code == 1
+    assert "row 2: fail-550@example.com: alternate 5.1.1" in sent.output
+    assert (
+        "1 refused for good have an alternate address: notify resend --incident 42 sends to it"
+        in sent.output
+    )
     smtp_server.reset()
     result = run_cli(workspace, "resend", "--incident", "42")
     assert result.exit_code == 0, result.output
-    assert "1 refusal(s) from the send settled as bounces." in result.output
     assert [m.rcpt_tos[0] for m in smtp_server.messages] == ["ann@example.org"]
     listed = run_cli(workspace, "suppressions", "list")
     assert listed.output.startswith("fail-550@example.com  ")
