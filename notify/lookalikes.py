@@ -30,7 +30,7 @@ from notify.models import LookAlike, Recipient
 MAX_SAME_NAME = 20  # holders of one name listed as look-alikes, beyond which it is noise
 WINDOW = 29  # values sharing one deletion: each is compared with its next WINDOW
 MAX_CHARS = 100  # longer values are not searched for one-edit neighbours
-_CHUNK = 32_768  # values hashed at a time: keeps the (chunk x length) arrays small
+_CHUNK = 8_192  # values hashed at a time: keeps the (chunk x length) arrays small
 _BASE = 0x9E3779B97F4A7C15  # odd, so it has an inverse modulo 2**64
 _INVERSE = pow(_BASE, -1, 2**64)
 _ASCII_FOLD = str.maketrans(
