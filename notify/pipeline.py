@@ -505,8 +505,7 @@ def _write_rejects(cleaned: CleanResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["source", "row", "column", "value", "reason"])
-        for r in cleaned.rejects:
-            writer.writerow([r.source, r.row, r.column, r.value, r.reason])
+        writer.writerows((r.source, r.row, r.column, r.value, r.reason) for r in cleaned.rejects)
 
 
 def _write_review(cleaned: CleanResult, path: Path) -> None:
@@ -521,5 +520,4 @@ def _write_lookalikes(cleaned: CleanResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["first", "second", "reason"])
-        for pair in cleaned.lookalikes:
-            writer.writerow([pair.first, pair.second, pair.reason])
+        writer.writerows((pair.first, pair.second, pair.reason) for pair in cleaned.lookalikes)
