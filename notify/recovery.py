@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from notify.bounces import Bounce, BounceKind
+from notify.bounces import Bounce, BounceKind, classify
 from notify.ledger import (
     Ledger,
     bounces_table,
@@ -169,16 +169,18 @@ def _changes(recipient: LedgerRecipient, state: State) -> dict[str, object]:
 
 
 def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
-    """A 5xx during the send is a hard bounce: the address is suppressed and the export's
-    alternate address becomes due; a policy refusal (x.7.x) is the sender's problem and
-    suppresses nothing. Returns how many recipients changed state."""
+    """A 5xx during the send is a bounce that came back at once, classified like one: a
+    hard one suppresses the address and makes the export's alternate address due; a
+    policy refusal (x.7.x) is the sender's problem and suppresses nothing; a full mailbox
+    is re-sent on the schedule. Returns how many recipients changed state."""
     changed = 0
     refused = recipients(ledger, incident_id, states=[State.REFUSED])
     with ledger.engine.begin() as connection:
         for recipient in refused:
-            status = enhanced_status(recipient.reply or "")
-            if status is not None and status[1] == 7:
-                _set(connection, recipient, State.BLOCKED, now, reply=recipient.reply)
+            kind = _refusal_kind(recipient)
+            if kind in (BounceKind.SENDER, BounceKind.SOFT):
+                state = State.BLOCKED if kind is BounceKind.SENDER else State.SOFT_BOUNCED
+                _set(connection, recipient, state, now, reply=recipient.reply)
                 changed += 1
                 continue
             reason = f"refused during the send: {_one_line(recipient.reply or '')}"
@@ -189,6 +191,14 @@ def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
                 _set(connection, recipient, State.ALTERNATE, now, reply=recipient.reply, **changes)
                 changed += 1
     return changed
+
+
+def _refusal_kind(recipient: LedgerRecipient) -> BounceKind:
+    """A refusal read the way a bounce is: '552 5.2.2 mailbox full' is soft even as a 5xx."""
+    reply = recipient.reply or ""
+    status = enhanced_status(reply)
+    code = ".".join(map(str, status)) if status else None
+    return classify(code, f"{recipient.code or ''} {reply}".strip())
 
 
 def due(

@@ -90,7 +90,16 @@ class SmtpTransport:
         When the relay offers PIPELINING (RFC 2920) the three commands go in one write and
         their replies are read together: two round trips per message instead of four."""
         connection = self._ready_connection()
-        envelope = self._envelope(connection, message)
+        try:
+            envelope = self._envelope(connection, message)
+        except smtplib.SMTPNotSupportedError:
+            return Outcome(
+                message.key,
+                State.REFUSED,
+                None,
+                "5.6.7 the relay does not offer SMTPUTF8, which this address (non-ASCII "
+                "before the @) needs; send it through a relay that does",
+            )
         try:
             code, reply = self._open_transaction(connection, envelope)
             if code != 354:

@@ -246,3 +246,29 @@ def test_in_doubt_is_shown_and_settled_by_the_next_run(workspace, run_cli, smtp_
         "zoe@example.org",
         "ann@example.com",
     ]
+
+
+def test_a_unicode_address_without_smtputf8_is_held_not_sent_and_not_suppressed(
+    workspace, run_cli, smtp_server, monkeypatch
+):
+    from tests import smtp_server as server_module
+
+    offered = server_module._Handler.handle_EHLO
+
+    async def without_smtputf8(self, server, session, envelope, hostname, responses):
+        lines = await offered(self, server, session, envelope, hostname, responses)
+        return [line for line in lines if "SMTPUTF8" not in line]
+
+    monkeypatch.setattr(server_module._Handler, "handle_EHLO", without_smtputf8)
+    workspace.smtp(smtp_server)
+    workspace.rows(
+        [["José", "josé@example.com", "", "A-1", "1"], ["Ann", "ann@example.com", "", "A-2", "2"]]
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 1, result.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["ann@example.com"]]
+    assert "row 2: josé@example.com: blocked 5.6.7 the relay does not offer SMTPUTF8" in (
+        result.output
+    )
+    listed = run_cli(workspace, "suppressions", "list")
+    assert listed.output.strip() == "0 suppressed address(es)."
