@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
-import ipaddress
 import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from notify.errors import BounceError, SettingsError
 from notify.mailboxes import Mail, MailboxBase
-from notify.settings import Settings
+from notify.settings import Settings, is_loopback
 
 IMAP_TIMEOUT = 30.0  # seconds for connecting and for each reply
 FETCH_CHUNK = 100  # messages per UID FETCH
@@ -222,7 +221,7 @@ def _imap_credentials(settings: Settings) -> tuple[str, str, str]:
     host = _required(settings.imap_host, "NOTIFY_IMAP_HOST")
     user = _required(settings.imap_user, "NOTIFY_IMAP_USER")
     password = _required(settings.imap_password, "NOTIFY_IMAP_PASSWORD")
-    if settings.imap_security == "none" and not _loopback(host):
+    if settings.imap_security == "none" and not is_loopback(host):
         raise SettingsError(
             f"refusing to send the IMAP password unencrypted to {host}; "
             "set NOTIFY_IMAP_SECURITY=tls or starttls"
@@ -328,15 +327,6 @@ def _uid_set(uids: Iterable[int]) -> str:
 
 def _server(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port} as {settings.imap_user!r}"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _text(data: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -133,3 +134,13 @@ def _positive(env: Mapping[str, str], name: str, unit: str) -> float | None:
     if not value > 0:
         raise SettingsError(f"{name}={raw!r} must be a positive number of {unit}; fix .env")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine's own addresses: the one place a password may go unencrypted."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

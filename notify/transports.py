@@ -7,7 +7,6 @@ SMTP errors are translated here, once, into Outcomes or DeliveryErrors.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import smtplib
 import socket
@@ -19,7 +18,7 @@ from typing import Protocol
 from notify.compose import Outgoing
 from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
 from notify.models import Outcome, State
-from notify.settings import Settings
+from notify.settings import Settings, is_loopback
 
 TIMEOUT_SECONDS = 60
 RECONNECT_PAUSES = (1.0, 2.0, 0.0)  # seconds before the 2nd and 3rd try; the 3rd failure stops
@@ -69,7 +68,11 @@ class SmtpTransport:
         self._context: ssl.SSLContext | None = None
         self._connection: smtplib.SMTP | None = None
         self._pipelining = False
-        if settings.smtp_password and settings.smtp_security == "none" and not _loopback(self.host):
+        if (
+            settings.smtp_password
+            and settings.smtp_security == "none"
+            and not is_loopback(self.host)
+        ):
             raise SettingsError(
                 f"refusing to send the SMTP password unencrypted to {self.host}; "
                 "set NOTIFY_SMTP_SECURITY=starttls or tls"
@@ -352,15 +355,6 @@ def _dot_stuffed(data: bytes) -> bytes:
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _text(reply: bytes | str) -> str:
