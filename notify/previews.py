@@ -18,7 +18,7 @@ from notify.models import Outcome, State
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per recipient: a million at most
 class PreviewEntry:
     """One written preview, as listed in index.html and summary.csv."""
 
@@ -66,23 +66,22 @@ class PreviewWriter:
         with (self.folder / "summary.csv").open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(["file", "to", "subject", "source_row", "message_id"])
-            for e in self.entries:
-                writer.writerow([e.file, e.to, e.subject, e.row, e.message_id])
+            writer.writerows((e.file, e.to, e.subject, e.row, e.message_id) for e in self.entries)
 
     def _write_index(self) -> None:
-        rows = "\n".join(
-            f"<tr><td>{e.row}</td><td>{html.escape(e.to)}</td>"
-            f'<td><a href="{html.escape(e.file)}">{html.escape(e.subject)}</a></td></tr>'
-            for e in self.entries
-        )
-        page = (
-            '<!doctype html><html><head><meta charset="utf-8"><title>notify previews</title>'
-            "<style>body{font-family:sans-serif}td{padding:2px 8px}</style></head><body>"
-            f"<h1>{len(self.entries)} preview(s)</h1><table>"
-            "<tr><th>source row</th><th>to</th><th>subject</th></tr>"
-            f"{rows}</table></body></html>\n"
-        )
-        (self.folder / "index.html").write_text(page, encoding="utf-8")
+        with (self.folder / "index.html").open("w", encoding="utf-8") as out:
+            out.write(
+                '<!doctype html><html><head><meta charset="utf-8"><title>notify previews'
+                "</title><style>body{font-family:sans-serif}td{padding:2px 8px}</style>"
+                f"</head><body><h1>{len(self.entries)} preview(s)</h1><table>"
+                "<tr><th>source row</th><th>to</th><th>subject</th></tr>"
+            )
+            out.writelines(  # row by row: the page of a million previews is never one string
+                f"\n<tr><td>{e.row}</td><td>{html.escape(e.to)}</td>"
+                f'<td><a href="{html.escape(e.file)}">{html.escape(e.subject)}</a></td></tr>'
+                for e in self.entries
+            )
+            out.write("</table></body></html>\n")
 
 
 def safe_filename(address: str) -> str:

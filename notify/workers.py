@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
-from multiprocessing.pool import Pool
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.pool import AsyncResult, Pool
+from typing import TYPE_CHECKING, TypeVar
 
 from notify.compose import Outgoing
 from notify.errors import RenderError
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 CHUNK = 500  # recipients per task: large enough to amortise the pickling round trip
 MIN_RECIPIENTS = 4000  # below this a pool costs more than it saves
+AHEAD = 8  # chunks of messages built ahead of the caller: a few MB, enough to keep busy
+_T = TypeVar("_T")
 
 _incident: Incident | None = None  # set in the parent just before the fork
 
@@ -55,7 +58,7 @@ class RenderPool:
             for span in spans:
                 yield from _build_span(self.incident, span)
             return
-        for built in self._pool.imap(_build_span_task, spans):
+        for built in self._ahead(_build_span_task, spans):
             yield from built
 
     def outgoing(self, recipients: Sequence[Recipient]) -> Iterator[Outgoing]:
@@ -63,7 +66,7 @@ class RenderPool:
         if self._pool is None:
             yield from self.incident.outgoing(list(recipients))
             return
-        for built in self._pool.imap(_build_task, _chunks(recipients)):
+        for built in self._ahead(_build_task, _chunks(recipients)):
             yield from built
 
     def build(self, recipients: Sequence[Recipient]) -> list[Outgoing]:
@@ -71,6 +74,22 @@ class RenderPool:
         if self._pool is None or not recipients:
             return list(self.incident.outgoing(list(recipients)))
         return self._pool.apply(_build_task, (list(recipients),))
+
+    def _ahead(
+        self, task: Callable[[_T], list[Outgoing]], chunks: list[_T]
+    ) -> Iterator[list[Outgoing]]:
+        """Each chunk's messages, in order, with at most AHEAD chunks in the workers' hands.
+
+        Pool.imap would build everything as fast as the workers go, and the messages the
+        caller has not taken yet (a million previews, written slower) would pile up here."""
+        assert self._pool is not None
+        pending: deque[AsyncResult[list[Outgoing]]] = deque()
+        for chunk in chunks:
+            pending.append(self._pool.apply_async(task, (chunk,)))
+            if len(pending) >= AHEAD:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
     def close(self) -> None:
         if self._pool is not None:

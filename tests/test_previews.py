@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from notify import pipeline
+from notify.compose import Outgoing
 from notify.errors import RenderError
+from notify.previews import PreviewWriter
 from notify.workspace import Workspace
 from tests.conftest import make_rows
 
@@ -63,3 +67,27 @@ def test_a_clean_preview_writes_every_message_once(workspace, tmp_path):
     assert result.summary.attempted == 25
     assert len(list(target.glob("*.eml"))) == 25
     assert (target / "summary.csv").is_file() and (target / "index.html").is_file()
+
+
+def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
+    writer = PreviewWriter(tmp_path / "p")
+    writer.open()
+    for n, subject in enumerate(["Sorry <Ann>", "Sorry & Bob"]):
+        writer.send(
+            Outgoing(
+                f"k{n}", "from@x.example", f"p{n}@x.example", f"<m{n}>", b"x\r\n", n + 2, subject
+            )
+        )
+    writer.close()
+    index = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
+    assert (
+        index.count("<tr><td>") == 2 and "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
+    )
+    with (tmp_path / "p" / "summary.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1:] == [
+        ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>"],
+        ["000002-p1_x.example.eml", "p1@x.example", "Sorry & Bob", "3", "<m1>"],
+    ]
+    writer.discard()
+    assert list((tmp_path / "p").iterdir()) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from notify import pipeline
+from notify import pipeline, workers
 from notify.workers import RenderPool
 from notify.workspace import Workspace
 from tests.conftest import make_rows
@@ -60,3 +60,15 @@ def test_the_first_n_by_position_are_the_same_messages_as_by_list(workspace):
         everyone = list(parallel.outgoing_first(5000))
     assert pooled == alone == expected
     assert [m.key for m in everyone] == [r.key for r in recipients]
+
+
+def test_order_holds_however_few_chunks_are_built_ahead(workspace, monkeypatch):
+    workspace.rows(make_rows(1800))
+    incident = load(workspace)
+    recipients = incident.cleaned.recipients
+    monkeypatch.setattr(workers, "AHEAD", 1)
+    with RenderPool(incident, processes=2) as parallel:
+        first = [m.key for m in parallel.outgoing_first(1700)]
+        listed = [m.key for m in parallel.outgoing(recipients[100:])]
+    assert first == [r.key for r in recipients[:1700]]
+    assert listed == [r.key for r in recipients[100:]]
