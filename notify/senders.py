@@ -100,16 +100,18 @@ class Sender:
         with self._claim_lock:
             with self._count_lock:
                 sent, self._unreported_sent = self._unreported_sent, 0
+            values = {
+                "now": now,
+                "dead": self._dead_local_senders(now),
+                "lease_until": now + self.lease_seconds,
+            }
+            rows: list[tuple[str, int]] = []
             with self.ledger.engine.begin() as connection:
-                rows = connection.execute(
-                    self._claim_statement,
-                    {
-                        "now": now,
-                        "dead": self._dead_local_senders(now),
-                        "limit": limit,
-                        "lease_until": now + self.lease_seconds,
-                    },
-                ).all()
+                for statement in self._claim_statements:
+                    if len(rows) >= limit:
+                        break
+                    wanted = {**values, "limit": limit - len(rows)}
+                    rows.extend((key, row) for key, row in connection.execute(statement, wanted))
                 connection.execute(self._count_statement, {"claimed": len(rows), "sent": sent})
         return [key for key, _ in sorted(rows, key=lambda row: row[1])]
 
@@ -119,17 +121,25 @@ class Sender:
             self._unreported_sent += accepted
 
     @functools.cached_property
-    def _claim_statement(self) -> sa.Update:
+    def _claim_statements(self) -> tuple[sa.Update, ...]:
+        """Pending recipients first, then what dead or expired senders left SENDING, then
+        the deferred: each one walk down the (incident, state, first_row) index that stops
+        at the limit. One query over all three states sorted the whole incident on every
+        claim, which grew with the incident (quadratic over a send)."""
         table = recipients_table
         free = sa.or_(  # never our own: another of our threads may be sending it now
             table.c.claimed_by.is_(None),
             table.c.lease_until < sa.bindparam("now"),
             table.c.claimed_by.in_(sa.bindparam("dead", expanding=True)),
         )
-        claimable = sa.or_(
-            table.c.state == State.PENDING.value,
-            sa.and_(table.c.state.in_([State.SENDING.value, State.DEFERRED.value]), free),
+        return (
+            self._claim_where(table.c.state == State.PENDING.value),
+            self._claim_where(sa.and_(table.c.state == State.SENDING.value, free)),
+            self._claim_where(sa.and_(table.c.state == State.DEFERRED.value, free)),
         )
+
+    def _claim_where(self, claimable: sa.ColumnElement[bool]) -> sa.Update:
+        table = recipients_table
         chosen = (
             sa.select(table.c.key)
             .where(table.c.incident_id == self.incident_id, claimable)

@@ -136,3 +136,31 @@ def test_sent_counts_are_written_with_the_next_claim_and_at_finish(ledger):
     sender.count_sent(3)
     sender.finish()
     assert [(s.claimed, s.sent, s.finished) for s in fleet(ledger, "42")] == [(20, 10, True)]
+
+
+def test_a_claim_walks_the_index_instead_of_sorting_the_incident(tmp_path):
+    """A claim that sorts every recipient of the incident makes a send quadratic in its
+    size; each claim query must read the (incident, state, first_row) index in order."""
+    import sqlalchemy as sa
+
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    register(ledger, 30)
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("WITH picked"):
+            statements.append((statement, parameters))
+
+    sa.event.listen(ledger.engine, "before_cursor_execute", capture)
+    sender = Sender(ledger, "42")
+    sender.start()
+    assert len(sender.claim(40)) == 30  # pending, then in-doubt, then deferred
+    sender.finish()
+    sa.event.remove(ledger.engine, "before_cursor_execute", capture)
+    assert len(statements) == 3
+    with ledger.engine.connect() as connection:
+        for statement, parameters in statements:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            details = " | ".join(str(row[-1]) for row in plan)
+            assert "recipients_by_state" in details, details
+            assert "TEMP B-TREE" not in details, details
