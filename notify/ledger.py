@@ -144,6 +144,23 @@ MIGRATIONS: dict[int, tuple[str, list[sa.Table], list[tuple[sa.Table, str]]]] = 
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
+# Built once: they run for every batch of every send.
+_RECORD_OUTCOME = (
+    recipients_table.update()
+    .where(
+        recipients_table.c.incident_id == sa.bindparam("i"),
+        recipients_table.c.key == sa.bindparam("k"),
+    )
+    .values(
+        state=sa.bindparam("s"),
+        code=sa.bindparam("c"),
+        reply=sa.bindparam("r"),
+        updated_at=sa.bindparam("t"),
+    )
+)
+_RECORD_EVENT = events_table.insert()
+
+
 @dataclass(frozen=True)
 class Registration:
     """A recipient the ledger should know about before anything is sent."""
@@ -343,18 +360,10 @@ class Ledger:
         if not outcomes:
             return
         now = _now()
-        table = recipients_table
-        update = (
-            table.update()
-            .where(table.c.incident_id == incident_id, table.c.key == sa.bindparam("k"))
-            .values(
-                state=sa.bindparam("s"),
-                code=sa.bindparam("c"),
-                reply=sa.bindparam("r"),
-                updated_at=now,
-            )
-        )
-        params = [{"k": o.key, "s": o.state.value, "c": o.code, "r": o.reply} for o in outcomes]
+        params = [
+            {"i": incident_id, "k": o.key, "s": o.state.value, "c": o.code, "r": o.reply, "t": now}
+            for o in outcomes
+        ]
         events = [
             {
                 "incident_id": incident_id,
@@ -368,8 +377,8 @@ class Ledger:
         ]
 
         def write(connection: sa.Connection) -> None:
-            connection.execute(update, params)
-            connection.execute(events_table.insert(), events)
+            connection.execute(_RECORD_OUTCOME, params)
+            connection.execute(_RECORD_EVENT, events)
 
         self._write(write)
 
