@@ -108,8 +108,11 @@ class Composer:
         """The message last built for this recipient in this process, if it was kept."""
         return self._kept.get(key)
 
-    def message_id(self, key: str) -> str:
-        return f"<{recipient_token(self.incident_id, key)}.{self.incident_id}@{self.domain}>"
+    def message_id(self, key: str, *, token: str | None = None) -> str:
+        """The same for the same incident and recipient on every run: a re-send after a
+        crash is recognisably the same message."""
+        token = token or recipient_token(self.incident_id, key)
+        return f"<{token}.{self.incident_id}@{self.domain}>"
 
     def envelope_from(self, key: str) -> str:
         """The return path; 'bounces@x' becomes 'bounces+TOKEN@x' so bounces name a recipient."""

@@ -245,7 +245,7 @@ def plan_send(
     ledger.check_fingerprint(
         incident_id, templates=templates, data=data, accept_changes=accept_changes
     )
-    ledger.register(incident_id, [_registration(incident, r) for r in incident.cleaned.recipients])
+    ledger.register(incident_id, (_registration(incident, r) for r in incident.cleaned.recipients))
     recovery.apply_suppressions(ledger, incident_id, now=recovery.utc_now())
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
@@ -478,11 +478,12 @@ class _LedgerRecorder:
 
 
 def _registration(incident: Incident, recipient: Recipient) -> Registration:
+    token = recipient_token(incident.incident_id, recipient.key)
     return Registration(
         key=recipient.key,
         email=recipient.email,
-        token=recipient_token(incident.incident_id, recipient.key),
-        message_id=incident.composer.message_id(recipient.key),
+        token=token,
+        message_id=incident.composer.message_id(recipient.key, token=token),
         first_row=recipient.first_row,
         source=recipient.source,
         alt_email=alternate_of(recipient),

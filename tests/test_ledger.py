@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import re
 import sqlite3
 import subprocess
 import sys
@@ -407,3 +408,16 @@ def test_a_process_killed_while_writing_leaves_at_most_one_batch_in_doubt(
     )
     assert accepted_with_event == [(counts[State.ACCEPTED],)]
     assert rows(ledger_path, "SELECT count(*) FROM events") == [(counts[State.ACCEPTED],)]
+
+
+def test_registrations_store_timestamps_as_the_rest_of_the_ledger_does(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    """Registration goes straight through the driver; its timestamps must still be in
+    the form SQLAlchemy writes and compares (an ISO form with '+00:00' would not match)."""
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io", row=3)])
+    ledger.begin(INCIDENT, ["b@x.io"])
+    stamps = [text for (text,) in rows(ledger_path, "SELECT updated_at FROM recipients")]
+    assert len(stamps) == 2
+    for text in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", text), text
