@@ -28,7 +28,7 @@ from notify.ledger import Ledger
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, Outcome, Recipient, RunSummary, State
-from notify.pipeline import Incident, fingerprints, load_incident
+from notify.pipeline import Incident, fingerprints, ledger_exists, load_incident, open_ledger
 from notify.recovery import LedgerRecipient
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
@@ -166,12 +166,12 @@ def _open_mailbox(
 
 
 def _existing_ledger(workspace: Workspace, settings: Settings, incident_id: str) -> Ledger:
-    if not settings.ledger and not workspace.default_ledger.exists():
+    if not ledger_exists(workspace, settings):
         raise LedgerError(
             f"nothing has been sent for incident {incident_id} from this workspace, so no "
             f"bounce can be matched; run notify send --incident {incident_id} first"
         )
-    return Ledger.open(settings.ledger or workspace.default_ledger)
+    return open_ledger(workspace, settings)
 
 
 @dataclass
@@ -313,8 +313,8 @@ def report(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     rows = reports.reject_rows(cleaned.rejects, contact)
     known: dict[str, LedgerRecipient] = {}
     accepted_at: dict[str, datetime] = {}
-    if settings.ledger or workspace.default_ledger.exists():
-        ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    if ledger_exists(workspace, settings):
+        ledger = open_ledger(workspace, settings)
         known = {r.key: r for r in recovery.recipients(ledger, incident_id)}
         accepted_at = recovery.accepted_at(ledger, incident_id)
     for recipient in cleaned.recipients:
@@ -378,7 +378,7 @@ def suppression_list(
 ) -> list[recovery.Suppression]:
     """Every suppressed address in the configured ledger."""
     settings = load_settings(workspace, environ)
-    return recovery.suppression_list(Ledger.open(settings.ledger or workspace.default_ledger))
+    return recovery.suppression_list(open_ledger(workspace, settings))
 
 
 def lift_suppressions(
@@ -386,5 +386,5 @@ def lift_suppressions(
 ) -> set[str]:
     """Lift each address; returns those that were suppressed."""
     settings = load_settings(workspace, environ)
-    ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    ledger = open_ledger(workspace, settings)
     return {a.lower() for a in addresses if recovery.lift(ledger, a)}

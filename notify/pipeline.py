@@ -57,10 +57,21 @@ class Incident:
             yield self.composer.compose(render(self.templates, recipient, self.context))
 
     def open_ledger(self) -> Ledger:
-        return Ledger.open(self.settings.ledger or self.workspace.default_ledger)
+        return open_ledger(self.workspace, self.settings)
 
     def ledger_exists(self) -> bool:
-        return bool(self.settings.ledger) or self.workspace.default_ledger.exists()
+        return ledger_exists(self.workspace, self.settings)
+
+
+def open_ledger(workspace: Workspace, settings: Settings) -> Ledger:
+    """NOTIFY_LEDGER when set, else the workspace's own SQLite file."""
+    return Ledger.open(settings.ledger or workspace.default_ledger)
+
+
+def ledger_exists(workspace: Workspace, settings: Settings) -> bool:
+    """Whether anything was ever sent from here: reading commands say so instead of
+    creating an empty ledger."""
+    return bool(settings.ledger) or workspace.default_ledger.exists()
 
 
 @dataclass
@@ -378,13 +389,13 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     """Read the ledger only: cheap enough to run every few seconds."""
     load_manifest(workspace, incident_id)  # a typo in the id should say so, not print zeros
     settings = load_settings(workspace, environ)
-    if not settings.ledger and not workspace.default_ledger.exists():
+    if not ledger_exists(workspace, settings):
         return StatusReport(
             incident_id,
             dict.fromkeys(State, 0),
             f"nothing sent yet: run notify check --incident {incident_id}",
         )
-    ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    ledger = open_ledger(workspace, settings)
     counts = ledger.counts(incident_id)
     next_due = None
     if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
@@ -449,7 +460,7 @@ class LedgerInfo:
 def ledger_info(workspace: Workspace, environ: Mapping[str, str]) -> LedgerInfo:
     """Open (and so migrate) the configured ledger and describe it."""
     settings = load_settings(workspace, environ)
-    ledger = Ledger.open(settings.ledger or workspace.default_ledger)
+    ledger = open_ledger(workspace, settings)
     return LedgerInfo(ledger.where, SCHEMA_VERSION, ledger.migrations(), ledger.incidents())
 
 
@@ -458,7 +469,7 @@ def ledger_copy(
 ) -> tuple[int, str]:
     """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
     settings = load_settings(workspace, environ)
-    source = Ledger.open(settings.ledger or workspace.default_ledger)
+    source = open_ledger(workspace, settings)
     destination = Ledger.open(target)
     return source.copy_to(destination), destination.where
 
