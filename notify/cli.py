@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from notify import __version__, followup, pipeline, reports
+from notify import __version__, cli_followup, pipeline
+from notify import status as standing
+from notify.cli_options import (
+    CONTEXT_SETTINGS,
+    EXIT_INTERRUPTED,
+    MAX_LISTED_UNDELIVERED,
+    incident_option,
+    typo_domains_option,
+    workspace_option,
+)
 from notify.errors import (
     EXIT_OK,
     EXIT_UNDELIVERED,
@@ -23,36 +29,6 @@ from notify.errors import (
 )
 from notify.models import Outcome, State
 from notify.workspace import Workspace
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_INTERRUPTED = 130
-MAX_LISTED_UNDELIVERED = 20
-
-
-def workspace_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--workspace",
-        "workspace_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="NOTIFY_WORKSPACE",
-        default=".",
-        show_default="current folder, or NOTIFY_WORKSPACE",
-        help="The workspace folder (incidents/, templates/, data/, .env).",
-    )(command)
-
-
-def typo_domains_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--allow-typo-domains",
-        is_flag=True,
-        help="Send to addresses whose domain looks like a typo (gmial.com); they are listed.",
-    )(command)
-
-
-def incident_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--incident", "incident_id", required=True, help="The incident id: incidents/<ID>.toml."
-    )(command)
 
 
 class NotifyGroup(click.Group):
@@ -184,7 +160,7 @@ def status(
     """Counts by state, the senders at work, and what is due next."""
     workspace = Workspace.open(workspace_dir)
     while True:
-        report = pipeline.status(workspace, incident_id, os.environ)
+        report = standing.status(workspace, incident_id, os.environ)
         if watch and sys.stdout.isatty():
             click.clear()
         if as_json:
@@ -196,7 +172,7 @@ def status(
         time.sleep(interval)
 
 
-def _print_status(report: pipeline.StatusReport) -> None:
+def _print_status(report: standing.StatusReport) -> None:
     click.echo(f"Incident {report.incident_id}")
     for state, count in report.counts.items():
         if state is State.SENDING:
@@ -225,7 +201,7 @@ def ledger() -> None:
 @workspace_option
 def ledger_info(workspace_dir: Path) -> None:
     """Where the ledger lives, its schema version and its incidents."""
-    info = pipeline.ledger_info(Workspace.open(workspace_dir), os.environ)
+    info = standing.ledger_info(Workspace.open(workspace_dir), os.environ)
     click.echo(f"Ledger: {info.where}")
     click.echo(f"Schema version: {info.version}")
     for version, name in info.migrations:
@@ -238,7 +214,7 @@ def ledger_info(workspace_dir: Path) -> None:
 @workspace_option
 def ledger_migrate(workspace_dir: Path) -> None:
     """Bring the ledger's schema up to date (also done on first use)."""
-    info = pipeline.ledger_info(Workspace.open(workspace_dir), os.environ)
+    info = standing.ledger_info(Workspace.open(workspace_dir), os.environ)
     click.echo(f"Ledger {info.where} is at schema version {info.version}.")
 
 
@@ -247,7 +223,7 @@ def ledger_migrate(workspace_dir: Path) -> None:
 @click.option("--to", "target", required=True, metavar="URL", help="The ledger to copy into.")
 def ledger_copy(workspace_dir: Path, target: str) -> None:
     """Copy the ledger into another, e.g. SQLite into PostgreSQL; then set NOTIFY_LEDGER."""
-    copied, where = pipeline.ledger_copy(Workspace.open(workspace_dir), os.environ, target=target)
+    copied, where = standing.ledger_copy(Workspace.open(workspace_dir), os.environ, target=target)
     click.echo(f"Copied {copied} row(s) into {where}. Next: point NOTIFY_LEDGER there in .env")
 
 
@@ -357,185 +333,8 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
     sys.exit(EXIT_UNDELIVERED)
 
 
-def now_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--now",
-        type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]),
-        hidden=True,
-        help="Act as if it were this UTC time (to rehearse a schedule).",
-    )(command)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment else None
-
-
-@cli.command()
-@incident_option
-@workspace_option
-@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path), help="An mbox file.")
-@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), help="A Maildir.")
-@click.option("--imap", is_flag=True, help="The NOTIFY_IMAP_* mailbox (IMAPS by default).")
-@click.option(
-    "--move-to",
-    metavar="FOLDER",
-    help="Move the bounces matched to this incident into FOLDER (default: leave all mail).",
-)
-@now_option
-def bounces(
-    incident_id: str,
-    workspace_dir: Path,
-    mbox: Path | None,
-    maildir: Path | None,
-    imap: bool,
-    move_to: str | None,
-    now: datetime | None,
-) -> None:
-    """Read bounces back and record each once: hard, soft, or the sender's problem."""
-    if sum((mbox is not None, maildir is not None, imap)) != 1:
-        raise click.UsageError("give exactly one of --mbox FILE, --maildir DIR or --imap")
-    run = followup.read_bounces(
-        Workspace.open(workspace_dir),
-        incident_id,
-        os.environ,
-        mbox=mbox,
-        maildir=maildir,
-        imap=imap,
-        move_to=move_to,
-        now=_utc(now),
-    )
-    click.echo(f"Read {run.read} message(s) from {run.where}:")
-    click.echo(f"  bounces recorded     {sum(run.recorded.values()):>8}")
-    for kind, count in sorted(run.recorded.items()):
-        click.echo(f"    {kind:<18} {count:>8}")
-    click.echo(f"  already recorded     {run.already_recorded:>8}")
-    click.echo(f"  auto-replies         {run.auto_replies:>8}")
-    click.echo(f"  not bounces          {run.not_bounces:>8}")
-    click.echo(f"  unmatched            {len(run.unmatched):>8}")
-    for state, count in sorted(run.became.items()):
-        click.echo(f"Recipients now {state}: {count}")
-    for unmatched in run.unmatched[:MAX_LISTED_UNDELIVERED]:
-        click.echo(f"  message {unmatched.mail_id}: {unmatched.reason}; left in the mailbox")
-    if len(run.unmatched) > MAX_LISTED_UNDELIVERED:
-        click.echo(f"  ... and {len(run.unmatched) - MAX_LISTED_UNDELIVERED} more")
-    if run.moved:
-        click.echo(f"Moved {run.moved} matched message(s) to {move_to}.")
-    click.echo(f"Next: notify status --incident {incident_id}")
-
-
-@cli.command()
-@incident_option
-@workspace_option
-@click.option(
-    "--blocked",
-    is_flag=True,
-    help="Also re-send those refused for the sender's reasons, once the cause is fixed.",
-)
-@now_option
-def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime | None) -> None:
-    """Re-send what is due: soft bounces and deferrals on the schedule, alternates now.
-
-    Made for cron or a systemd timer (see notify schedule): it asks nothing, and two
-    copies started at once never send the same message."""
-    run = followup.resend(
-        Workspace.open(workspace_dir), incident_id, os.environ, now=_utc(now), blocked=blocked
-    )
-    s = run.summary
-    if run.changed_refusals:
-        click.echo(f"{run.changed_refusals} refusal(s) from the send settled as bounces.")
-    if run.given_up:
-        click.echo(f"Gave up on {run.given_up}: the schedule ran out (see notify report).")
-    if run.due:
-        doubt = f", {s.in_doubt} in doubt" if s.in_doubt else ""
-        click.echo(
-            f"Re-sent {s.attempted} of {run.due} due: {s.accepted} accepted, "
-            f"{s.deferred} deferred, {s.refused} refused{doubt}."
-        )
-    else:
-        click.echo("Nothing is due.")
-    if run.next_due is not None:
-        click.echo(f"Next re-send due {run.next_due:%Y-%m-%d %H:%M} UTC.")
-    if s.undelivered:
-        sys.exit(EXIT_UNDELIVERED)
-
-
-@cli.command()
-@incident_option
-@workspace_option
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["csv", "html"]),
-    default="csv",
-    show_default=True,
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to FILE instead of standard output.",
-)
-def report(incident_id: str, workspace_dir: Path, output_format: str, output: Path | None) -> None:
-    """Every customer's outcome, the unreachable first with their export row (phone)."""
-    result = followup.report(Workspace.open(workspace_dir), incident_id, os.environ)
-    title = f"Incident {incident_id}: {result.title}"
-    with click.open_file(str(output or "-"), "w", encoding="utf-8") as out:
-        if output_format == "html":
-            reports.write_html(result.rows, out, title=title)
-        else:
-            reports.write_csv(result.rows, out)
-    if output is not None:
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in result.counts.items())
-        click.echo(f"Wrote {output}: {summary}.")
-
-
-@cli.command()
-@incident_option
-@workspace_option
-def schedule(incident_id: str, workspace_dir: Path) -> None:
-    """Print a crontab line and systemd units that run notify resend every few minutes."""
-    workspace = Workspace.open(workspace_dir)
-    plan = followup.schedule_plan(workspace, incident_id, os.environ)
-    click.echo(f"# Re-send schedule: {plan.steps}")
-    click.echo("# crontab -e, then add:")
-    click.echo(plan.crontab)
-    for name, text in plan.units.items():
-        click.echo(f"\n# /etc/systemd/system/{name}")
-        click.echo(text, nl=False)
-    timer = next(name for name in plan.units if name.endswith(".timer"))
-    click.echo(f"\n# then: systemctl daemon-reload && systemctl enable --now {timer}")
-
-
-@cli.group()
-def suppressions() -> None:
-    """Addresses that bounced for good, which no incident mails again."""
-
-
-@suppressions.command("list")
-@workspace_option
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def suppressions_list(workspace_dir: Path, as_json: bool) -> None:
-    """Every suppressed address, newest first, with the reason."""
-    entries = followup.suppression_list(Workspace.open(workspace_dir), os.environ)
-    if as_json:
-        rows = [{**dataclasses.asdict(e), "added_at": e.added_at.isoformat()} for e in entries]
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for e in entries:
-        click.echo(
-            f"{e.address}  {e.added_at:%Y-%m-%d %H:%M}  incident {e.incident_id}: {e.reason}"
-        )
-    click.echo(f"{len(entries)} suppressed address(es).")
-
-
-@suppressions.command("lift")
-@workspace_option
-@click.argument("addresses", nargs=-1, required=True)
-def suppressions_lift(workspace_dir: Path, addresses: tuple[str, ...]) -> None:
-    """Mail ADDRESSES again (e.g. the customer fixed their mailbox)."""
-    lifted = followup.lift_suppressions(Workspace.open(workspace_dir), os.environ, addresses)
-    for address in addresses:
-        click.echo(f"{address}: {'lifted' if address.lower() in lifted else 'was not suppressed'}")
+for command in cli_followup.COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from notify import recovery, reports
+from notify import recovery, reports, suppressions
 from notify.bounces import Bounce, BounceKind, parse_bounce
 from notify.cleaning import clean
 from notify.compose import Outgoing
@@ -375,10 +375,10 @@ def schedule_plan(
 
 def suppression_list(
     workspace: Workspace, environ: Mapping[str, str]
-) -> list[recovery.Suppression]:
+) -> list[suppressions.Suppression]:
     """Every suppressed address in the configured ledger."""
     settings = load_settings(workspace, environ)
-    return recovery.suppression_list(open_ledger(workspace, settings))
+    return suppressions.suppression_list(open_ledger(workspace, settings))
 
 
 def lift_suppressions(
@@ -387,4 +387,4 @@ def lift_suppressions(
     """Lift each address; returns those that were suppressed."""
     settings = load_settings(workspace, environ)
     ledger = open_ledger(workspace, settings)
-    return {a.lower() for a in addresses if recovery.lift(ledger, a)}
+    return {a.lower() for a in addresses if suppressions.lift(ledger, a)}

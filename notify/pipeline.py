@@ -11,21 +11,21 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import recovery
+from notify import recovery, suppressions
 from notify.cleaning import clean, normalise_address
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
 from notify.errors import LedgerError, ManifestError, RenderError
-from notify.ledger import SCHEMA_VERSION, Ledger, Registration
+from notify.ledger import Ledger, Registration
 from notify.manifest import Manifest, load_manifest
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
 from notify.previews import PreviewWriter
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
-from notify.senders import Sender, SenderInfo, fleet, in_flight
+from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources import load_sources
 from notify.transports import RedirectTransport, SmtpTransport, Transport
@@ -177,7 +177,7 @@ def check(
     if incident.ledger_exists():
         ledger = incident.open_ledger()
         states = ledger.states(incident_id)
-        suppressed = recovery.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
+        suppressed = suppressions.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
     folder = workspace.incident_dir(incident_id)
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
@@ -257,7 +257,7 @@ def plan_send(
         incident_id, templates=templates, data=data, accept_changes=accept_changes
     )
     ledger.register(incident_id, (_registration(incident, r) for r in incident.cleaned.recipients))
-    recovery.apply_suppressions(ledger, incident_id, now=recovery.utc_now())
+    suppressions.apply_suppressions(ledger, incident_id, now=recovery.utc_now())
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
     in_doubt = sum(1 for r in to_send if states.get(r.key) is State.SENDING)
@@ -357,121 +357,6 @@ def test_send(
     recipients = incident.cleaned.recipients[:limit]
     summary = deliver(ListSource(incident.outgoing(recipients)), lambda: transport, NoRecord())
     return SendResult(summary)
-
-
-@dataclass
-class StatusReport:
-    """Counts by state, the senders at work, and the next thing to do."""
-
-    incident_id: str
-    counts: dict[State, int]
-    due: str
-    in_flight: int = 0  # SENDING rows a live sender holds; the rest of SENDING is in doubt
-    senders: list[SenderInfo] = field(default_factory=list)
-
-    @property
-    def in_doubt(self) -> int:
-        return self.counts[State.SENDING] - self.in_flight
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "incident": self.incident_id,
-            "counts": {state.value: n for state, n in self.counts.items()},
-            "in_flight": self.in_flight,
-            "in_doubt": self.in_doubt,
-            "total": sum(self.counts.values()),
-            "due": self.due,
-            "senders": [asdict(s) for s in self.senders],
-        }
-
-
-def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> StatusReport:
-    """Read the ledger only: cheap enough to run every few seconds."""
-    load_manifest(workspace, incident_id)  # a typo in the id should say so, not print zeros
-    settings = load_settings(workspace, environ)
-    if not ledger_exists(workspace, settings):
-        return StatusReport(
-            incident_id,
-            dict.fromkeys(State, 0),
-            f"nothing sent yet: run notify check --incident {incident_id}",
-        )
-    ledger = open_ledger(workspace, settings)
-    counts = ledger.counts(incident_id)
-    next_due = None
-    if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
-        scheduled = recovery.recipients(ledger, incident_id, states=recovery.RESENT_STATES)
-        next_due = recovery.next_due(scheduled, settings.resend_schedule)
-    due = _what_is_due(incident_id, counts, next_due)
-    return StatusReport(
-        incident_id, counts, due, in_flight(ledger, incident_id), fleet(ledger, incident_id)
-    )
-
-
-def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: Any) -> str:
-    """The next thing to do, most urgent first; several clauses when several apply."""
-    if sum(counts.values()) == 0:
-        return f"nothing sent yet: run notify check --incident {incident_id}"
-    owed = counts[State.PENDING] + counts[State.SENDING]
-    later = counts[State.DEFERRED] + counts[State.SOFT_BOUNCED]
-    unreachable = sum(
-        counts[s] for s in (State.HARD_BOUNCED, State.GAVE_UP, State.REFUSED, State.SUPPRESSED)
-    )
-    clauses = []
-    if owed:
-        clauses.append(
-            f"{owed + counts[State.DEFERRED]} not yet accepted: run notify send "
-            f"--incident {incident_id}"
-        )
-    if counts[State.ALTERNATE]:
-        clauses.append(
-            f"{counts[State.ALTERNATE]} due at their alternate address now: run "
-            f"notify resend --incident {incident_id}"
-        )
-    if later and next_due is not None:
-        clauses.append(
-            f"{later} re-send(s) scheduled, the next due {next_due:%Y-%m-%d %H:%M} "
-            f"UTC: notify resend --incident {incident_id} (notify schedule "
-            "automates it)"
-        )
-    if counts[State.BLOCKED]:
-        clauses.append(
-            f"{counts[State.BLOCKED]} refused for the sender's reasons (policy, "
-            "spam): fix the sending, then run notify resend --incident "
-            f"{incident_id} --blocked"
-        )
-    if unreachable:
-        clauses.append(
-            f"{unreachable} unreachable: notify report --incident {incident_id} "
-            "lists them with their phone numbers"
-        )
-    return "; ".join(clauses) or "nothing is due"
-
-
-@dataclass
-class LedgerInfo:
-    """Where the ledger lives and which schema it has."""
-
-    where: str
-    version: int
-    migrations: list[tuple[int, str]]
-    incidents: dict[str, int]
-
-
-def ledger_info(workspace: Workspace, environ: Mapping[str, str]) -> LedgerInfo:
-    """Open (and so migrate) the configured ledger and describe it."""
-    settings = load_settings(workspace, environ)
-    ledger = open_ledger(workspace, settings)
-    return LedgerInfo(ledger.where, SCHEMA_VERSION, ledger.migrations(), ledger.incidents())
-
-
-def ledger_copy(
-    workspace: Workspace, environ: Mapping[str, str], *, target: str
-) -> tuple[int, str]:
-    """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
-    settings = load_settings(workspace, environ)
-    source = open_ledger(workspace, settings)
-    destination = Ledger.open(target)
-    return source.copy_to(destination), destination.where
 
 
 class _LedgerRecorder:

@@ -21,11 +21,11 @@ from notify.ledger import (
     bounces_table,
     events_table,
     recipients_table,
-    suppressions_table,
 )
 from notify.models import State
 from notify.replies import enhanced_status
 from notify.schedule import as_utc, due_at
+from notify.suppressions import suppress
 
 RESENT_STATES = (State.DEFERRED, State.SOFT_BOUNCED, State.ALTERNATE, State.BLOCKED)
 
@@ -120,7 +120,7 @@ def record_bounce(
             return None
         if bounce.kind is BounceKind.HARD:
             reason = " ".join(filter(None, ("hard bounce:", status, diagnostic)))
-            _suppress(connection, ledger, address, reason, recipient.incident_id, now)
+            suppress(connection, ledger, address, reason, recipient.incident_id, now)
         if state is not recipient.state:
             changes = _changes(recipient, state)
             _set(connection, recipient, state, now, reply=diagnostic, **changes)
@@ -184,7 +184,7 @@ def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
                 changed += 1
                 continue
             reason = f"refused during the send: {_one_line(recipient.reply or '')}"
-            _suppress(connection, ledger, recipient.address.lower(), reason, incident_id, now)
+            suppress(connection, ledger, recipient.address.lower(), reason, incident_id, now)
             alternate = recipient.alt_email
             if alternate and not recipient.sent_to and alternate.lower() != recipient.key:
                 changes = _changes(recipient, State.ALTERNATE)
@@ -306,83 +306,6 @@ def give_up(ledger: Ledger, exhausted: Sequence[LedgerRecipient], *, now: dateti
     with ledger.engine.begin() as connection:
         for recipient in exhausted:
             _set(connection, recipient, State.GAVE_UP, now, reply=recipient.reply)
-
-
-def suppressed(ledger: Ledger, keys: Iterable[str] | None = None) -> dict[str, str]:
-    """Suppressed addresses (all, or those among `keys`) with the reason. The list is
-    read whole: it holds bounced addresses, far fewer than an incident's recipients."""
-    table = suppressions_table
-    with ledger.engine.connect() as connection:
-        rows = connection.execute(sa.select(table.c.address, table.c.reason))
-        listed = {address: reason for address, reason in rows}
-    if keys is None:
-        return listed
-    return {key: listed[key] for key in keys if key in listed}
-
-
-@dataclass(frozen=True)
-class Suppression:
-    """An address no incident mails again, and why."""
-
-    address: str
-    reason: str
-    incident_id: str | None
-    added_at: datetime
-
-
-def suppression_list(ledger: Ledger) -> list[Suppression]:
-    """Every suppressed address, newest first."""
-    table = suppressions_table
-    query = sa.select(table).order_by(table.c.added_at.desc(), table.c.address)
-    with ledger.engine.connect() as connection:
-        return [
-            Suppression(row.address, row.reason, row.incident_id, as_utc(row.added_at))
-            for row in connection.execute(query)
-        ]
-
-
-def lift(ledger: Ledger, address: str) -> bool:
-    """Remove an address from the suppression list; False when it was not on it."""
-    table = suppressions_table
-    with ledger.engine.begin() as connection:
-        result = connection.execute(table.delete().where(table.c.address == address.lower()))
-    return result.rowcount > 0
-
-
-def apply_suppressions(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
-    """Before a send: take suppressed addresses out of what is still owed, and give back
-    to PENDING those whose suppression was lifted. Returns how many are suppressed.
-
-    Two set-wise statements, so a million recipients cost what a few do."""
-    table, listed = recipients_table, suppressions_table
-    is_listed = sa.exists().where(listed.c.address == table.c.key)
-    reason = sa.select(listed.c.reason).where(listed.c.address == table.c.key).scalar_subquery()
-    mine = table.c.incident_id == incident_id
-    with ledger.engine.begin() as connection:
-        connection.execute(
-            table.update()
-            .where(mine, table.c.state == State.PENDING.value, is_listed)
-            .values(state=State.SUPPRESSED.value, reply=reason, updated_at=now)
-        )
-        connection.execute(
-            table.update()
-            .where(mine, table.c.state == State.SUPPRESSED.value, ~is_listed)
-            .values(state=State.PENDING.value, reply=None, updated_at=now)
-        )
-        count = sa.select(sa.func.count()).where(mine, table.c.state == State.SUPPRESSED.value)
-        return int(connection.execute(count).scalar_one())
-
-
-def _suppress(
-    connection: sa.Connection,
-    ledger: Ledger,
-    address: str,
-    reason: str,
-    incident_id: str,
-    now: datetime,
-) -> None:
-    row = {"address": address, "reason": reason, "incident_id": incident_id, "added_at": now}
-    connection.execute(ledger.insert(suppressions_table).on_conflict_do_nothing(), row)
 
 
 def _set(

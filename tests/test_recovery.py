@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from notify import recovery
+from notify import recovery, suppressions
 from notify.bounces import Bounce, BounceKind, FailedRecipient
 from notify.ledger import Ledger, Registration
 from notify.models import Outcome, State
@@ -61,7 +61,7 @@ def test_a_hard_bounce_suppresses_and_moves_to_the_alternate_once(ledger):
         "ann@example.org",
         "ann@example.org",
     )
-    assert recovery.suppressed(ledger) == {
+    assert suppressions.suppressed(ledger) == {
         "ann@example.com": "hard bounce: 5.1.1 550 5.1.1 said the server"
     }
     assert record(ledger, "ann@example.com", bounce(BounceKind.HARD, "ann@example.com")) is None
@@ -70,7 +70,7 @@ def test_a_hard_bounce_suppresses_and_moves_to_the_alternate_once(ledger):
 def test_a_hard_bounce_without_an_alternate_is_unreachable(ledger):
     effect = record(ledger, "bob@example.com", bounce(BounceKind.HARD, None))
     assert effect is not None and effect.state is State.HARD_BOUNCED
-    assert "bob@example.com" in recovery.suppressed(ledger)
+    assert "bob@example.com" in suppressions.suppressed(ledger)
 
 
 def test_a_late_bounce_from_the_first_address_does_not_undo_the_alternate(ledger):
@@ -87,7 +87,7 @@ def test_sender_problems_never_mark_the_address_bad(ledger):
     policy = bounce(BounceKind.SENDER, "bob@example.com", status="5.7.1")
     effect = record(ledger, "bob@example.com", policy)
     assert effect is not None and effect.state is State.BLOCKED
-    assert recovery.suppressed(ledger) == {}
+    assert suppressions.suppressed(ledger) == {}
 
 
 def test_a_delayed_notice_changes_nothing(ledger):
@@ -146,9 +146,9 @@ def test_suppressions_are_applied_before_a_send_and_lifted(ledger):
         "43", [Registration("bob@example.com", "bob@example.com", "t43", "<t43>", 2, "x")]
     )
     record(ledger, "bob@example.com", bounce(BounceKind.HARD, None))
-    assert recovery.apply_suppressions(ledger, "43", now=NOW) == 1
+    assert suppressions.apply_suppressions(ledger, "43", now=NOW) == 1
     assert ledger.states("43") == {"bob@example.com": State.SUPPRESSED}
-    assert recovery.lift(ledger, "BOB@example.com")
-    assert not recovery.lift(ledger, "bob@example.com")
-    assert recovery.apply_suppressions(ledger, "43", now=NOW) == 0
+    assert suppressions.lift(ledger, "BOB@example.com")
+    assert not suppressions.lift(ledger, "bob@example.com")
+    assert suppressions.apply_suppressions(ledger, "43", now=NOW) == 0
     assert ledger.states("43") == {"bob@example.com": State.PENDING}

@@ -1,0 +1,53 @@
+"""Options and limits shared by every command, so each is declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_INTERRUPTED = 130
+MAX_LISTED_UNDELIVERED = 20
+
+
+def workspace_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--workspace",
+        "workspace_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="NOTIFY_WORKSPACE",
+        default=".",
+        show_default="current folder, or NOTIFY_WORKSPACE",
+        help="The workspace folder (incidents/, templates/, data/, .env).",
+    )(command)
+
+
+def typo_domains_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--allow-typo-domains",
+        is_flag=True,
+        help="Send to addresses whose domain looks like a typo (gmial.com); they are listed.",
+    )(command)
+
+
+def incident_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--incident", "incident_id", required=True, help="The incident id: incidents/<ID>.toml."
+    )(command)
+
+
+def now_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--now",
+        type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]),
+        hidden=True,
+        help="Act as if it were this UTC time (to rehearse a schedule).",
+    )(command)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment else None
