@@ -124,13 +124,7 @@ class Composer:
     def compose(self, rendered: Rendered, *, when: datetime | None = None) -> Outgoing:
         """One recipient's message, refusing any header value that could break the header."""
         recipient = rendered.recipient
-        name = str(recipient.fields.get("name", ""))
-        for label, value in (("subject", rendered.subject), ("name", name)):
-            if _UNSAFE_HEADER_CHARS.search(value):
-                raise HeaderError(
-                    f"{recipient.where()}: the {label} holds a line break or control "
-                    "character; remove it from the export (or the template)"
-                )
+        name = self.validate(rendered)
         message_id = self.message_id(recipient.key)
         headers = [
             self._from_header,
@@ -154,6 +148,19 @@ class Composer:
         )
         self._keep(built)
         return built
+
+    def validate(self, rendered: Rendered) -> str:
+        """Refuse a header value that could break the header (Promise 4), without building
+        the message: all a check needs. Returns the display name."""
+        recipient = rendered.recipient
+        name = str(recipient.fields.get("name", ""))
+        for label, value in (("subject", rendered.subject), ("name", name)):
+            if _UNSAFE_HEADER_CHARS.search(value):
+                raise HeaderError(
+                    f"{recipient.where()}: the {label} holds a line break or control "
+                    "character; remove it from the export (or the template)"
+                )
+        return name
 
     def _keep(self, built: Outgoing) -> None:
         previous = self._kept.pop(built.key, None)

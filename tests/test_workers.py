@@ -72,3 +72,19 @@ def test_order_holds_however_few_chunks_are_built_ahead(workspace, monkeypatch):
         listed = [m.key for m in parallel.outgoing(recipients[100:])]
     assert first == [r.key for r in recipients[:1700]]
     assert listed == [r.key for r in recipients[100:]]
+
+
+def test_workers_refuse_a_header_break_as_the_parent_does(workspace):
+    """Workers only check what building would refuse; they must refuse the same."""
+    rows = make_rows(1100)
+    rows[700][0] = "Eve\r\nBcc: victim@example.net"
+    workspace.rows(rows)
+    workspace.write("templates/apology/subject.j2", "Hello {{ customer.name }}\n")
+    incident = load(workspace)
+    with RenderPool(incident, processes=2) as parallel:
+        problems = parallel.problems()
+    with RenderPool(incident, processes=1) as serial:
+        assert problems == serial.problems()
+    assert len(problems) == 1
+    assert problems[0].startswith("customer700@example.com (data/affected.csv row 702): the")
+    assert "line break" in problems[0]
