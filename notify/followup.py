@@ -205,7 +205,8 @@ def resend(
     candidates = recovery.recipients(ledger, incident_id, states=recovery.RESENT_STATES)
     ready, exhausted = recovery.due(candidates, settings.resend_schedule, moment, blocked=blocked)
     recovery.give_up(ledger, exhausted, now=moment)
-    waiting = [r for r in candidates if r not in ready and r not in exhausted]
+    acted_on = {r.key for r in ready} | {r.key for r in exhausted}
+    waiting = [r for r in candidates if r.key not in acted_on]
     next_due = recovery.next_due(waiting, settings.resend_schedule)
     if not ready:
         return ResendRun(RunSummary(), 0, len(exhausted), next_due, changed)
