@@ -216,16 +216,10 @@ def resend(
 
 
 def _render_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str, Outgoing]:
-    by_key = {r.key: r for r in incident.cleaned.recipients}
     messages: dict[str, Outgoing] = {}
     problems: list[str] = []
     for entry in due:
-        recipient = by_key.get(entry.key)
-        if recipient is None:
-            raise LedgerError(
-                f"the ledger holds {entry.key} for incident {incident.incident_id}, but the "
-                "export does not; restore the export the incident was sent with"
-            )
+        recipient = incident.recipient(entry.key)
         if entry.sent_to:
             recipient = dataclasses.replace(recipient, email=entry.sent_to)
         try:

@@ -6,6 +6,7 @@ Each verb loads and checks the whole incident first (Promise 1), then does one t
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import threading
@@ -55,6 +56,21 @@ class Incident:
         """Render and build lazily, so a million messages never sit in memory at once."""
         for recipient in recipients:
             yield self.composer.compose(render(self.templates, recipient, self.context))
+
+    def recipient(self, key: str) -> Recipient:
+        """The export's recipient for a key the ledger holds; a key the export lacks means
+        the export changed since the incident was first sent."""
+        found = self._by_key.get(key)
+        if found is None:
+            raise LedgerError(
+                f"the ledger holds {key} for incident {self.incident_id}, but the export "
+                "does not; restore the export the incident was started with"
+            )
+        return found
+
+    @functools.cached_property
+    def _by_key(self) -> dict[str, Recipient]:
+        return {r.key: r for r in self.cleaned.recipients}
 
     def open_ledger(self) -> Ledger:
         return open_ledger(self.workspace, self.settings)
@@ -318,24 +334,18 @@ class _ClaimSource:
 
     def __init__(self, pool: RenderPool, sender: Sender, *, limit: int) -> None:
         self.pool = pool
-        self.incident = incident = pool.incident
+        self.incident = pool.incident
         self.sender = sender
         self.left = limit
-        self.by_key = {r.key: r for r in incident.cleaned.recipients}
         self._lock = threading.Lock()
 
     def next_batch(self) -> list[Outgoing]:
         with self._lock:
             keys = self.sender.claim(min(DEFAULT_BATCH_SIZE, self.left))
             self.left -= len(keys)
-        missing = [key for key in keys if key not in self.by_key]
-        if missing:
-            raise LedgerError(
-                f"the ledger holds {missing[0]} for incident {self.incident.incident_id}, "
-                "but the export does not; restore the export the incident was started with"
-            )
+        recipients = [self.incident.recipient(key) for key in keys]
         kept = {key: self.incident.composer.kept(key) for key in keys}
-        unkept = [self.by_key[key] for key, message in kept.items() if message is None]
+        unkept = [r for r in recipients if kept[r.key] is None]
         built = {message.key: message for message in self.pool.build(unkept)}
         return [kept[key] or built[key] for key in keys]
 
