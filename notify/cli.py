@@ -18,6 +18,7 @@ from notify.cli_options import (
     EXIT_INTERRUPTED,
     MAX_LISTED_UNDELIVERED,
     incident_option,
+    outcome_counts,
     typo_domains_option,
     workspace_option,
 )
@@ -305,12 +306,8 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
             )
             raise
     s = result.summary
-    doubt = f", {s.in_doubt} in doubt" if s.in_doubt else ""
     elapsed = time.monotonic() - started
-    click.echo(
-        f"Sent: {s.accepted} accepted, {s.deferred} deferred, {s.refused} refused{doubt}."
-        f" ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)"
-    )
+    click.echo(f"Sent: {outcome_counts(s)}. ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)")
     if not result.undelivered:
         return
     click.echo(f"{len(result.undelivered)} recipient(s) not delivered:")

@@ -21,6 +21,7 @@ from notify.cli_options import (
     as_utc,
     incident_option,
     now_option,
+    outcome_counts,
     workspace_option,
 )
 from notify.errors import EXIT_UNDELIVERED
@@ -103,11 +104,7 @@ def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime |
     if run.given_up:
         click.echo(f"Gave up on {run.given_up}: the schedule ran out (see notify report).")
     if run.due:
-        doubt = f", {s.in_doubt} in doubt" if s.in_doubt else ""
-        click.echo(
-            f"Re-sent {s.attempted} of {run.due} due: {s.accepted} accepted, "
-            f"{s.deferred} deferred, {s.refused} refused{doubt}."
-        )
+        click.echo(f"Re-sent {s.attempted} of {run.due} due: {outcome_counts(s)}.")
     else:
         click.echo("Nothing is due.")
     if run.next_due is not None:

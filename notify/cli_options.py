@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from notify.models import RunSummary
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_INTERRUPTED = 130
 MAX_LISTED_UNDELIVERED = 20
@@ -51,3 +53,12 @@ def now_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment else None
+
+
+def outcome_counts(summary: RunSummary) -> str:
+    """'3 accepted, 1 deferred, 0 refused, 1 in doubt' for the end of a send or resend."""
+    doubt = f", {summary.in_doubt} in doubt" if summary.in_doubt else ""
+    return (
+        f"{summary.accepted} accepted, {summary.deferred} deferred, "
+        f"{summary.refused} refused{doubt}"
+    )
