@@ -20,14 +20,14 @@ import pandas as pd
 
 from notify import recovery, reports, suppressions
 from notify.bounces import Bounce, BounceKind, parse_bounce
-from notify.cleaning import clean
+from notify.cleaning import TYPO_REASON, clean, normalise_address
 from notify.compose import Outgoing
 from notify.delivery import DeliveryOptions, ListSource, deliver
 from notify.errors import LedgerError, RenderError
 from notify.ledger import Ledger
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
-from notify.models import ROW_COLUMN, SOURCE_COLUMN, Outcome, Recipient, RunSummary, State
+from notify.models import ROW_COLUMN, SOURCE_COLUMN, Outcome, Reject, RunSummary, State
 from notify.pipeline import Incident, fingerprints, ledger_exists, load_incident, open_ledger
 from notify.recovery import LedgerRecipient
 from notify.rendering import render, summarise_problems
@@ -305,35 +305,58 @@ def report(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     where = workspace.relative(manifest.path)
     cleaned = clean(frame, columns=manifest.columns, items=manifest.items, where=where)
     contact = _contact_by_row(frame)
-    rows = reports.reject_rows(cleaned.rejects, contact)
     known: dict[str, LedgerRecipient] = {}
     accepted_at: dict[str, datetime] = {}
     if ledger_exists(workspace, settings):
         ledger = open_ledger(workspace, settings)
         known = {r.key: r for r in recovery.recipients(ledger, incident_id)}
         accepted_at = recovery.accepted_at(ledger, incident_id)
-    for recipient in cleaned.recipients:
-        rows.append(_report_row(recipient, known.get(recipient.key), accepted_at, contact))
+    rows: list[reports.ReportRow] = []
+    sent_anyway: set[str] = set()
+    for reject, row in zip(
+        cleaned.rejects, reports.reject_rows(cleaned.rejects, contact), strict=True
+    ):
+        entry = known.get(_held_back_key(reject) or "")
+        if entry is None:
+            rows.append(row)
+        elif entry.key not in sent_anyway:  # sent with --allow-typo-domains: its outcome
+            sent_anyway.add(entry.key)
+            place = (reject.source, reject.row)
+            rows.append(_report_row(entry.key, entry.email, place, entry, accepted_at, contact))
+    for r in cleaned.recipients:
+        place = (r.source, r.first_row)
+        rows.append(_report_row(r.key, r.email, place, known.get(r.key), accepted_at, contact))
     return IncidentReport(incident_id, manifest.title, reports.ordered(rows))
 
 
+def _held_back_key(reject: Reject) -> str | None:
+    """The ledger key of a row held back as a likely typo domain: a send with
+    --allow-typo-domains may have mailed it, and then the ledger knows its outcome."""
+    if not reject.reason.startswith(TYPO_REASON):
+        return None
+    checked = normalise_address(reject.value)
+    return None if isinstance(checked, str) else checked[0]
+
+
 def _report_row(
-    recipient: Recipient,
+    key: str,
+    email: str,
+    place: tuple[str, int],
     entry: LedgerRecipient | None,
     accepted_at: Mapping[str, datetime],
     contact: Mapping[tuple[str, int], Mapping[str, str]],
 ) -> reports.ReportRow:
     return reports.ReportRow(
         state=entry.state.value if entry else State.PENDING.value,
-        email=recipient.email,
+        email=email,
         sent_to=(entry.sent_to or "") if entry else "",
         reason=(entry.reply or "") if entry else "never sent",
         attempts=entry.attempts if entry else 0,
-        accepted_at=accepted_at.get(recipient.key),
+        accepted_at=accepted_at.get(key),
         last_change=entry.updated_at if entry else None,
-        source=recipient.source,
-        row=recipient.first_row,
-        contact=contact.get((recipient.source, recipient.first_row), {}),
+        source=place[0],
+        row=place[1],
+        contact=contact.get(place, {}),
     )
 
 

@@ -376,3 +376,23 @@ def test_without_verp_a_bounce_is_matched_by_the_message_id_it_returns(
     assert result.exit_code == 0, result.output
     assert "Recipients now hard-bounced: 1" in result.output
     assert states(run_cli, workspace) == {"accepted": 1, "hard-bounced": 1}
+
+
+def test_the_report_shows_a_typo_domain_sent_anyway_as_delivered(workspace, run_cli, smtp_server):
+    workspace.write("incidents/42.toml", MANIFEST)
+    rows = [
+        ["Mary Major", "mary@gmial.com", "+1 555 0109", "", "A-1", "1"],
+        ["Mary Major", "MARY@gmial.com", "+1 555 0109", "", "A-2", "2"],
+        ["Ann Lee", "ann@example.com", "", "", "A-3", "3"],
+    ]
+    workspace.rows(rows, header=HEADER)
+    workspace.smtp(smtp_server)
+    sent = run_cli(workspace, "send", "--incident", "42", "--yes", "--allow-typo-domains")
+    assert sent.exit_code == 0, sent.output
+    report = run_cli(workspace, "report", "--incident", "42")
+    records = list(csv.DictReader(io.StringIO(report.output)))
+    assert [(r["email"], r["state"], r["row"]) for r in records] == [
+        ("mary@gmial.com", "accepted", "2"),
+        ("ann@example.com", "accepted", "4"),
+    ]
+    assert records[0]["export: Phone"] == "+1 555 0109"
