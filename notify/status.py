@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import datetime
 
 from notify import recovery
 from notify.ledger import SCHEMA_VERSION, Ledger
@@ -67,7 +67,7 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     )
 
 
-def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: Any) -> str:
+def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: datetime | None) -> str:
     """The next thing to do, most urgent first; several clauses when several apply."""
     if sum(counts.values()) == 0:
         return f"nothing sent yet: run notify check --incident {incident_id}"
