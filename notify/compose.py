@@ -20,7 +20,7 @@ from email.utils import format_datetime, getaddresses
 from email_validator import EmailNotValidError, validate_email
 
 from notify.errors import HeaderError, ManifestError
-from notify.models import Rendered
+from notify.models import Recipient, Rendered
 
 INCIDENT_HEADER = "X-Notify-Incident"
 # Control characters, and the Unicode line breaks that str.splitlines() (and so the email
@@ -32,9 +32,6 @@ _WORD_BYTES = 42  # 42 bytes -> 56 base64 chars -> a 68-character encoded word
 # Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
 # decode it into whatever the export's author chose (line breaks included).
 _ENCODED_WORD_START = "=?"
-# Messages built by the check are kept up to this many bytes, so a send in the same
-# process hands them over instead of rendering everything a second time.
-KEEP_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,6 @@ class Composer:
         sender: Address,
         reply_to: Address | None,
         return_path: str | None,
-        keep_bytes: int = KEEP_BYTES,
     ) -> None:
         self.incident_id = incident_id
         self.sender = sender
@@ -101,12 +97,6 @@ class Composer:
             if reply_to
             else []
         )
-        self._kept: dict[str, Outgoing] = {}
-        self._keep_left = keep_bytes
-
-    def kept(self, key: str) -> Outgoing | None:
-        """The message last built for this recipient in this process, if it was kept."""
-        return self._kept.get(key)
 
     def message_id(self, key: str, *, token: str | None = None) -> str:
         """The same for the same incident and recipient on every run: a re-send after a
@@ -137,7 +127,7 @@ class Composer:
             f"{INCIDENT_HEADER}: {self.incident_id}",
             "MIME-Version: 1.0",
         ]
-        built = Outgoing(
+        return Outgoing(
             key=recipient.key,
             envelope_from=self.envelope_from(recipient.key),
             to=recipient.email,
@@ -146,8 +136,23 @@ class Composer:
             row=recipient.first_row,
             subject=rendered.subject,
         )
-        self._keep(built)
-        return built
+
+    def rebuilt(self, recipient: Recipient, data: bytes) -> Outgoing | None:
+        """The message for `data` built earlier for this recipient (see spool.py), or None
+        when the bytes do not carry the recipient's own Message-ID: one customer's message
+        must never go to another, whatever happened to the bytes in between."""
+        message_id = self.message_id(recipient.key)
+        header_end = data.find(b"\r\n\r\n")
+        if f"\r\nMessage-ID: {message_id}\r\n".encode() not in data[:header_end]:
+            return None
+        return Outgoing(
+            key=recipient.key,
+            envelope_from=self.envelope_from(recipient.key),
+            to=recipient.email,
+            message_id=message_id,
+            data=data,
+            row=recipient.first_row,
+        )
 
     def validate(self, rendered: Rendered) -> str:
         """Refuse a header value that could break the header (Promise 4), without building
@@ -161,14 +166,6 @@ class Composer:
                     "character; remove it from the export (or the template)"
                 )
         return name
-
-    def _keep(self, built: Outgoing) -> None:
-        previous = self._kept.pop(built.key, None)
-        if previous is not None:
-            self._keep_left += len(previous.data)
-        if self._keep_left >= len(built.data):
-            self._keep_left -= len(built.data)
-            self._kept[built.key] = built
 
     def _boundary(self, message_id: str) -> str:
         # '=' never survives quoted-printable encoding, so no body line can equal this.

@@ -29,6 +29,7 @@ from notify.rendering import Templates, incident_context, load_templates, render
 from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources import load_sources
+from notify.spool import Spool
 from notify.transports import RedirectTransport, SmtpTransport, Transport
 from notify.workers import RenderPool
 from notify.workspace import Workspace
@@ -47,6 +48,7 @@ class Incident:
     templates: Templates
     composer: Composer
     context: dict[str, Any]
+    spool: Spool | None = None  # messages a send's check built, for the send to take
 
     @property
     def incident_id(self) -> str:
@@ -60,17 +62,30 @@ class Incident:
     def recipient(self, key: str) -> Recipient:
         """The export's recipient for a key the ledger holds; a key the export lacks means
         the export changed since the incident was first sent."""
-        found = self._by_key.get(key)
-        if found is None:
+        return self.cleaned.recipients[self._position(key)]
+
+    def spooled(self, key: str) -> Outgoing | None:
+        """The message the check built for this recipient, when the spool still has it."""
+        if self.spool is None:
+            return None
+        position = self._position(key)
+        data = self.spool.get(position)
+        if data is None:
+            return None
+        return self.composer.rebuilt(self.cleaned.recipients[position], data)
+
+    def _position(self, key: str) -> int:
+        position = self._positions.get(key)
+        if position is None:
             raise LedgerError(
                 f"the ledger holds {key} for incident {self.incident_id}, but the export "
                 "does not; restore the export the incident was started with"
             )
-        return found
+        return position
 
     @functools.cached_property
-    def _by_key(self) -> dict[str, Recipient]:
-        return {r.key: r for r in self.cleaned.recipients}
+    def _positions(self) -> dict[str, int]:
+        return {r.key: position for position, r in enumerate(self.cleaned.recipients)}
 
     def open_ledger(self) -> Ledger:
         return open_ledger(self.workspace, self.settings)
@@ -177,15 +192,21 @@ def check(
     *,
     allow_typo_domains: bool = False,
     render: bool = True,
+    spool: bool = False,
 ) -> CheckReport:
     """Load, clean and render every message; send nothing; write rejects, look-alikes and
     the addresses to review. `render=False` is for a caller that renders every message
-    itself before anything leaves (preview, which writes them in the same pass)."""
+    itself before anything leaves (preview, which writes them in the same pass).
+    `spool=True` also builds every message and keeps it in `incident.spool`, for a send."""
     incident = load_incident(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     problems: list[str] = []
     if render:
+        if spool:
+            incident.spool = Spool(
+                len(incident.cleaned.recipients), workspace.incident_dir(incident_id)
+            )
         with RenderPool(incident) as pool:
-            problems = pool.problems()
+            problems = pool.problems(spool=incident.spool)
     if not incident.cleaned.recipients:
         problems.insert(0, "no valid recipient in the export; see the rejects file")
     states: dict[str, State] = {}
@@ -263,7 +284,9 @@ def plan_send(
     allow_typo_domains: bool = False,
 ) -> SendPlan:
     """Check, register every recipient in the ledger, and count who is still owed a message."""
-    report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
+    report = check(
+        workspace, incident_id, environ, allow_typo_domains=allow_typo_domains, spool=True
+    )
     require_ok(report)
     incident = report.incident
     SmtpTransport(incident.settings)  # validates the SMTP settings before asking anyone
@@ -286,7 +309,9 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     Several `notify send` processes on one incident share the work through their claims."""
     incident = plan.incident
     settings = incident.settings
-    pool = RenderPool(incident)  # forks now, before the heartbeat and workers start threads
+    # Render workers only for what the spool lacks; they fork now, before any thread starts.
+    spooled_all = incident.spool is not None and incident.spool.complete
+    pool = RenderPool(incident, processes=1 if spooled_all else None)
     ledger = incident.open_ledger()
     sender = Sender(ledger, incident.incident_id, rate=settings.rate)
     sender.start()
@@ -307,6 +332,8 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     finally:
         sender.finish()
         pool.close()
+        if incident.spool is not None:
+            incident.spool.close()
     recovery.settle_refusals(ledger, incident.incident_id, now=recovery.utc_now())
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
@@ -330,7 +357,7 @@ def fingerprints(incident: Incident) -> tuple[str, str]:
 
 class _ClaimSource:
     """Batches claimed from the ledger as workers ask for them: the messages the check
-    built when they were kept, otherwise rendered on the spot."""
+    built and spooled, otherwise rendered on the spot."""
 
     def __init__(self, pool: RenderPool, sender: Sender, *, limit: int) -> None:
         self.pool = pool
@@ -343,11 +370,10 @@ class _ClaimSource:
         with self._lock:
             keys = self.sender.claim(min(DEFAULT_BATCH_SIZE, self.left))
             self.left -= len(keys)
-        recipients = [self.incident.recipient(key) for key in keys]
-        kept = {key: self.incident.composer.kept(key) for key in keys}
-        unkept = [r for r in recipients if kept[r.key] is None]
-        built = {message.key: message for message in self.pool.build(unkept)}
-        return [kept[key] or built[key] for key in keys]
+        spooled = {key: self.incident.spooled(key) for key in keys}
+        missing = [self.incident.recipient(key) for key in keys if spooled[key] is None]
+        built = {message.key: message for message in self.pool.build(missing)}
+        return [spooled[key] or built[key] for key in keys]
 
 
 def test_send(

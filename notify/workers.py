@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.pool import AsyncResult, Pool
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,6 +19,7 @@ from notify.compose import Outgoing
 from notify.errors import RenderError
 from notify.models import Recipient
 from notify.rendering import render
+from notify.spool import Spool
 
 if TYPE_CHECKING:
     from notify.pipeline import Incident
@@ -43,13 +44,25 @@ class RenderPool:
             _incident = incident
             self._pool = multiprocessing.get_context("fork").Pool(count)
 
-    def problems(self, *, start: int = 0) -> list[str]:
+    def problems(self, *, start: int = 0, spool: Spool | None = None) -> list[str]:
         """Every recipient's render or header problem, in source order (from position
-        `start`, when the caller rendered the ones before)."""
+        `start`, when the caller rendered the ones before). With a spool, every message
+        is also built and its bytes kept there for the send that follows."""
         spans = _spans(len(self.incident.cleaned.recipients), start=start)
+        checked: Iterable[tuple[list[str], list[tuple[int, bytes]]]]
         if self._pool is None:
-            return [p for span in spans for p in _problems_in(self.incident, span)]
-        return [p for found in self._pool.imap(_problems_task, spans) for p in found]
+            checked = (_check_span(self.incident, span, build=spool is not None) for span in spans)
+        else:
+            task = _check_and_build_task if spool is not None else _check_task
+            checked = self._pool.imap(task, spans)
+        problems = []
+        for found, built in checked:
+            problems.extend(found)
+            if spool is not None:
+                spool.put(built)
+        if spool is not None:
+            spool.ready()
+        return problems
 
     def outgoing_first(self, count: int) -> Iterator[Outgoing]:
         """The first `count` recipients' messages, in order, built ahead by the workers."""
@@ -123,23 +136,35 @@ def _build_span(incident: Incident, span: range) -> list[Outgoing]:
     return list(incident.outgoing(incident.cleaned.recipients[span.start : span.stop]))
 
 
-def _problems_in(incident: Incident, span: range, *, build: bool = True) -> list[str]:
-    """Render and check each recipient's message. In this process it is also built, so
-    the composer keeps it for a send; a worker's would die with the worker, so it only
-    checks what building would refuse (a quarter of the cost saved)."""
-    problems = []
-    finish = incident.composer.compose if build else incident.composer.validate
-    for recipient in incident.cleaned.recipients[span.start : span.stop]:
+def _check_span(
+    incident: Incident, span: range, *, build: bool
+) -> tuple[list[str], list[tuple[int, bytes]]]:
+    """Render and check each recipient's message: its problems, and when `build`, each
+    message's bytes by position. Without, only what building would refuse is checked
+    (a quarter of the cost saved)."""
+    problems, built = [], []
+    recipients = incident.cleaned.recipients
+    composer = incident.composer
+    for position in span:
         try:
-            finish(render(incident.templates, recipient, incident.context))
+            rendered = render(incident.templates, recipients[position], incident.context)
+            if build:
+                built.append((position, composer.compose(rendered).data))
+            else:
+                composer.validate(rendered)
         except RenderError as exc:
             problems.append(str(exc))
-    return problems
+    return problems, built
 
 
-def _problems_task(span: range) -> list[str]:
+def _check_task(span: range) -> tuple[list[str], list[tuple[int, bytes]]]:
     assert _incident is not None
-    return _problems_in(_incident, span, build=False)
+    return _check_span(_incident, span, build=False)
+
+
+def _check_and_build_task(span: range) -> tuple[list[str], list[tuple[int, bytes]]]:
+    assert _incident is not None
+    return _check_span(_incident, span, build=True)
 
 
 def _build_span_task(span: range) -> list[Outgoing]:

@@ -75,6 +75,51 @@ def test_send_delivers_one_message_per_recipient(workspace, run_cli, smtp_server
     assert "Dear Zo\u00eb O&#39;Brien" in zoe.get_body(("html",)).get_content()
 
 
+def test_a_send_renders_each_message_once(workspace, run_cli, smtp_server, monkeypatch):
+    """The check builds every message before anything leaves; the send takes those bytes
+    from the spool instead of rendering them again."""
+    import notify.pipeline
+    import notify.workers
+
+    rendered: list[str] = []
+
+    def counting(render):
+        def wrapped(templates, recipient, context):
+            rendered.append(recipient.key)
+            return render(templates, recipient, context)
+
+        return wrapped
+
+    monkeypatch.setattr(notify.workers, "render", counting(notify.workers.render))
+    monkeypatch.setattr(notify.pipeline, "render", counting(notify.pipeline.render))
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(rendered) == ["ann@example.com", "bob@example.com", "zoe@example.org"]
+    assert len(smtp_server.messages) == 3
+    assert not list((workspace.root / "incidents").rglob("notify-spool-*"))
+
+
+def test_spooled_bytes_of_another_recipient_are_rebuilt_not_sent(
+    workspace, run_cli, smtp_server, monkeypatch
+):
+    """Whatever happens to the spool, no customer gets another customer's message."""
+    from notify.spool import Spool
+
+    real_get = Spool.get
+
+    def shifted(self, position):
+        return real_get(self, (position + 1) % len(self._offsets))
+
+    monkeypatch.setattr(Spool, "get", shifted)
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    for message in smtp_server.messages:
+        assert parse(message.data)["To"].addresses[0].addr_spec == message.rcpt_tos[0]
+    assert len(smtp_server.messages) == 3
+
+
 def test_rerun_sends_nothing_twice_and_status_counts(workspace, run_cli, smtp_server):
     workspace.smtp(smtp_server)
     assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0

@@ -402,20 +402,24 @@ def test_parse_sender_refuses_line_breaks(bad: str) -> None:
     )
 
 
-def test_built_messages_are_kept_for_the_send_within_the_byte_budget():
+def test_spooled_bytes_become_the_same_message_for_the_same_recipient():
     first = rendered(email_address="ann@example.com")
-    second = rendered(email_address="bob@example.com")
-    size = len(composer().compose(first).data)
-    keeping = Composer(
-        incident_id="42",
-        sender=parse_sender("Acme Support <support@acme.example>", where=WHERE),
-        reply_to=None,
-        return_path=None,
-        keep_bytes=size + size // 2,  # room for one message, not two
+    built = composer().compose(first)
+    again = composer().rebuilt(first.recipient, built.data)
+    assert again == Outgoing(
+        key=built.key,
+        envelope_from=built.envelope_from,
+        to=built.to,
+        message_id=built.message_id,
+        data=built.data,
+        row=built.row,
     )
-    built = keeping.compose(first)
-    assert keeping.kept("ann@example.com") is built
-    assert keeping.compose(second) is not None and keeping.kept("bob@example.com") is None
-    again = keeping.compose(first)  # a rebuild replaces the kept one, within the same budget
-    assert keeping.kept("ann@example.com") is again
-    assert keeping.kept("nobody@example.com") is None
+
+
+def test_bytes_built_for_another_recipient_are_never_rebuilt_for_this_one():
+    ann = rendered(email_address="ann@example.com")
+    bob = rendered(email_address="bob@example.com")
+    bobs_message = composer().compose(bob).data
+    assert composer().rebuilt(ann.recipient, bobs_message) is None
+    body_only = bobs_message.replace(b"Message-ID:", b"X-Other:")
+    assert composer().rebuilt(bob.recipient, body_only) is None

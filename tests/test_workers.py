@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from notify import pipeline, workers
+from notify.spool import Spool
 from notify.workers import RenderPool
 from notify.workspace import Workspace
 from tests.conftest import make_rows
@@ -28,6 +29,22 @@ def test_two_processes_build_the_same_messages_in_order(workspace):
     assert [m.key for m in built] == [r.key for r in recipients]
     assert [DATE.sub(b"", m.data) for m in built] == [DATE.sub(b"", m.data) for m in expected]
     assert [m.key for m in batch] == [r.key for r in recipients[700:720]]
+
+
+def test_a_check_with_a_spool_keeps_every_message_by_position(workspace, tmp_path):
+    workspace.rows(make_rows(1200, items_each=2))
+    incident = load(workspace)
+    recipients = incident.cleaned.recipients
+    with RenderPool(incident, processes=1) as serial:
+        expected = [DATE.sub(b"", m.data) for m in serial.outgoing(recipients)]
+    for processes in (1, 2):
+        spool = Spool(len(recipients), tmp_path)
+        with RenderPool(incident, processes=processes) as pool:
+            assert pool.problems(spool=spool) == []
+        assert spool.complete
+        kept = [spool.get(position) or b"" for position in range(len(recipients))]
+        assert [DATE.sub(b"", data) for data in kept] == expected
+        spool.close()
 
 
 def test_two_processes_find_the_same_problems(workspace):
