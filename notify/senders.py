@@ -72,7 +72,7 @@ class Sender:
     def start(self) -> None:
         """Announce ourselves and keep our leases alive until finish()."""
         now = time.time()
-        with self.ledger.engine.begin() as connection:
+        with self.ledger.writing() as connection:
             connection.execute(
                 senders_table.insert().values(
                     id=self.id,
@@ -106,7 +106,7 @@ class Sender:
                 "lease_until": now + self.lease_seconds,
             }
             rows: list[tuple[str, int]] = []
-            with self.ledger.engine.begin() as connection:
+            with self.ledger.writing() as connection:
                 for statement in self._claim_statements:
                     if len(rows) >= limit:
                         break
@@ -199,7 +199,7 @@ class Sender:
         table = recipients_table
         with self._count_lock:
             sent, self._unreported_sent = self._unreported_sent, 0
-        with self.ledger.engine.begin() as connection:
+        with self.ledger.writing() as connection:
             connection.execute(
                 table.update()
                 .where(table.c.incident_id == self.incident_id, table.c.claimed_by == self.id)
@@ -221,7 +221,7 @@ class Sender:
             .values(next_slot=start_at + count * self.interval)
             .returning(table.c.next_slot)
         )
-        with self.ledger.engine.begin() as connection:
+        with self.ledger.writing() as connection:
             end = connection.execute(statement).scalar_one()
         first = end - count * self.interval
         self._slots.extend(first + n * self.interval for n in range(count))
@@ -231,7 +231,7 @@ class Sender:
         table = recipients_table
         while not self._stopped.wait(self.lease_seconds / 3):
             now = time.time()
-            with self.ledger.engine.begin() as connection:
+            with self.ledger.writing() as connection:
                 connection.execute(
                     table.update()
                     .where(table.c.incident_id == self.incident_id, table.c.claimed_by == self.id)

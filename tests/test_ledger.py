@@ -70,8 +70,9 @@ def test_open_creates_the_folder_the_schema_and_records_the_version(ledger_path:
         (1, "recipients, events"),
         (2, "senders, pacing, fingerprints; claims and leases on recipients"),
         (3, "bounces, suppressions; alternate address and re-sends on recipients"),
+        (4, "history indexed by incident, in the order it was written"),
     ]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert {"bounces", "suppressions"} <= tables
 
 
@@ -96,10 +97,14 @@ def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
             "CREATE TABLE events (id INTEGER PRIMARY KEY, incident_id TEXT, key TEXT,"
             " state TEXT, code INTEGER, reply TEXT, at TIMESTAMP)"
         )
+        db.execute("CREATE INDEX events_by_recipient ON events (incident_id, key)")
     Ledger.open(ledger_path).dispose()
     columns = {name for (_, name, *_) in rows(ledger_path, "PRAGMA table_info(recipients)")}
     assert {"claimed_by", "lease_until", "alt_email", "sent_to", "resends"} <= columns
-    assert [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
+    versions = [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")]
+    assert versions == [1, 2, 3, 4]
+    indexes = {name for (_, name, *_) in rows(ledger_path, "PRAGMA index_list(events)")}
+    assert indexes == {"events_by_incident"}  # the per-recipient one is gone
 
 
 def test_migrating_again_is_a_no_op(ledger: Ledger, ledger_path: Path) -> None:
