@@ -19,7 +19,14 @@ from typing import Any
 from notify import recovery, suppressions
 from notify.cleaning import clean, normalise_address
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
-from notify.delivery import DEFAULT_BATCH_SIZE, DeliveryOptions, ListSource, NoRecord, deliver
+from notify.delivery import (
+    DEFAULT_BATCH_SIZE,
+    DeliveryOptions,
+    ListSource,
+    NoRecord,
+    deliver,
+    on_one_cpu,
+)
 from notify.errors import LedgerError, ManifestError, RenderError
 from notify.ledger import Ledger, Registration
 from notify.manifest import Manifest, load_manifest
@@ -314,23 +321,26 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     pool = RenderPool(incident, processes=1 if spooled_all else None)
     ledger = incident.open_ledger()
     sender = Sender(ledger, incident.incident_id, rate=settings.rate)
-    sender.start()
     source = _ClaimSource(pool, sender, limit=len(plan.to_send))
     try:
-        summary = deliver(
-            source,
-            lambda: SmtpTransport(settings),
-            _LedgerRecorder(ledger, incident.incident_id, sender),
-            options=DeliveryOptions(
-                connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
-                retries=settings.retries,
-                first_retry_delay=settings.retry_delay,
-            ),
-            pace=sender.pace,
-            on_outcome=on_outcome,
-        )
+        with on_one_cpu():  # after the fork: the render workers keep every CPU
+            sender.start()
+            try:
+                summary = deliver(
+                    source,
+                    lambda: SmtpTransport(settings),
+                    _LedgerRecorder(ledger, incident.incident_id, sender),
+                    options=DeliveryOptions(
+                        connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
+                        retries=settings.retries,
+                        first_retry_delay=settings.retry_delay,
+                    ),
+                    pace=sender.pace,
+                    on_outcome=on_outcome,
+                )
+            finally:
+                sender.finish()
     finally:
-        sender.finish()
         pool.close()
         if incident.spool is not None:
             incident.spool.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import Counter
 
 import pytest
 
 from notify.compose import Outgoing
-from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver
+from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver, on_one_cpu
 from notify.errors import SenderRefusedError
 from notify.models import Outcome, State
 from notify.settings import Settings
@@ -233,3 +235,20 @@ def test_every_switchboard_reply_is_judged_per_recipient(smtp_server):
         "customer3@example.com",
     ]
     assert smtp_server.connections == 2  # the 421 closed the first one
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs this process may run on",
+)
+def test_sending_threads_share_one_cpu_and_the_process_gets_its_cpus_back() -> None:
+    before = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+    with on_one_cpu():
+        inside = os.sched_getaffinity(0)
+        thread = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        thread.start()
+        thread.join()
+    assert len(inside) == 1 and inside <= before
+    assert seen == [inside]  # a thread started meanwhile stays there too
+    assert os.sched_getaffinity(0) == before
