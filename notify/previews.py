@@ -1,7 +1,8 @@
 """A transport that writes each message to a folder instead of sending it.
 
 The folder gets one .eml per recipient (any mail client opens it), an index.html to
-browse them, and a summary.csv; nothing touches the network or the ledger.
+browse them, and a summary.csv; nothing touches the network or the ledger. The listings
+are written as the previews are, so a million previews never sit in memory as entries.
 """
 
 from __future__ import annotations
@@ -9,24 +10,15 @@ from __future__ import annotations
 import csv
 import html
 import re
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
+from typing import IO
 
 from notify.compose import Outgoing
 from notify.models import Outcome, State
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass(frozen=True, slots=True)  # one per recipient: a million at most
-class PreviewEntry:
-    """One written preview, as listed in index.html and summary.csv."""
-
-    file: str
-    to: str
-    subject: str
-    row: int
-    message_id: str
+_INDEX_ROWS = "index.html.part"  # the index's rows, until the count for its heading is known
 
 
 class PreviewWriter:
@@ -34,54 +26,67 @@ class PreviewWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.entries: list[PreviewEntry] = []
+        self.written = 0
+        self._summary: IO[str] | None = None
+        self._summary_rows: csv._writer | None = None  # type: ignore[name-defined]
+        self._index_rows: IO[str] | None = None
 
     def open(self) -> None:
+        if self._summary is not None:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in self.folder.glob("*.eml"):  # a preview shows this run only
             stale.unlink()
+        self._summary = (self.folder / "summary.csv").open("w", newline="", encoding="utf-8")
+        self._summary_rows = csv.writer(self._summary)
+        self._summary_rows.writerow(["file", "to", "subject", "source_row", "message_id"])
+        self._index_rows = (self.folder / _INDEX_ROWS).open("w", encoding="utf-8")
 
     def send(self, message: Outgoing) -> Outcome:
-        name = f"{len(self.entries) + 1:06d}-{safe_filename(message.to)}.eml"
+        self.open()
+        assert self._summary_rows is not None and self._index_rows is not None
+        name = f"{self.written + 1:06d}-{safe_filename(message.to)}.eml"
         (self.folder / name).write_bytes(message.data)
-        subject = message.subject
-        self.entries.append(
-            PreviewEntry(name, message.to, subject, message.row, message.message_id)
+        self.written += 1
+        self._summary_rows.writerow(
+            [name, message.to, message.subject, message.row, message.message_id]
+        )
+        self._index_rows.write(
+            f"\n<tr><td>{message.row}</td><td>{html.escape(message.to)}</td>"
+            f'<td><a href="{html.escape(name)}">{html.escape(message.subject)}</a></td></tr>'
         )
         return Outcome(message.key, State.PENDING, None, f"preview written to {name}")
 
     def close(self) -> None:
-        self._write_summary()
-        self._write_index()
-
-    def discard(self) -> None:
-        """Remove what this run wrote, e.g. when a later message fails to render."""
-        for entry in self.entries:
-            (self.folder / entry.file).unlink(missing_ok=True)
-        for name in ("summary.csv", "index.html"):
-            (self.folder / name).unlink(missing_ok=True)
-        self.entries.clear()
-
-    def _write_summary(self) -> None:
-        with (self.folder / "summary.csv").open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(["file", "to", "subject", "source_row", "message_id"])
-            writer.writerows((e.file, e.to, e.subject, e.row, e.message_id) for e in self.entries)
-
-    def _write_index(self) -> None:
+        if self._summary is None or self._index_rows is None:
+            return
+        self._summary.close()
+        self._index_rows.close()
+        rows = self.folder / _INDEX_ROWS
         with (self.folder / "index.html").open("w", encoding="utf-8") as out:
             out.write(
                 '<!doctype html><html><head><meta charset="utf-8"><title>notify previews'
                 "</title><style>body{font-family:sans-serif}td{padding:2px 8px}</style>"
-                f"</head><body><h1>{len(self.entries)} preview(s)</h1><table>"
+                f"</head><body><h1>{self.written} preview(s)</h1><table>"
                 "<tr><th>source row</th><th>to</th><th>subject</th></tr>"
             )
-            out.writelines(  # row by row: the page of a million previews is never one string
-                f"\n<tr><td>{e.row}</td><td>{html.escape(e.to)}</td>"
-                f'<td><a href="{html.escape(e.file)}">{html.escape(e.subject)}</a></td></tr>'
-                for e in self.entries
-            )
+            with rows.open(encoding="utf-8") as written_rows:
+                shutil.copyfileobj(written_rows, out)
             out.write("</table></body></html>\n")
+        rows.unlink()
+        self._summary = self._index_rows = None
+
+    def discard(self) -> None:
+        """Remove what this run wrote, e.g. when a later message fails to render."""
+        for handle in (self._summary, self._index_rows):
+            if handle is not None:
+                handle.close()
+        self._summary = self._index_rows = None
+        for written in self.folder.glob("*.eml"):  # open() left only this run's previews
+            written.unlink()
+        for name in ("summary.csv", "index.html", _INDEX_ROWS):
+            (self.folder / name).unlink(missing_ok=True)
+        self.written = 0
 
 
 def safe_filename(address: str) -> str:

@@ -79,7 +79,14 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
             )
         )
     writer.close()
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "000001-p0_x.example.eml",
+        "000002-p1_x.example.eml",
+        "index.html",
+        "summary.csv",
+    ]
     index = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
+    assert "<h1>2 preview(s)</h1>" in index
     assert (
         index.count("<tr><td>") == 2 and "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
     )
