@@ -127,11 +127,10 @@ def _merge(
         rows,
         sources,
     )
-    built = [
-        merge(key, verdicts[cell_codes[indexes[0]]][1], indexes)
-        for key, indexes in zip(keys.tolist(), _rows_by_key(row_keys), strict=True)
-    ]
-    return built, rejects
+    groups = _rows_by_key(row_keys)
+    codes = cell_codes.tolist()
+    addresses = [verdicts[codes[indexes[0]]][1] for indexes in groups]
+    return merge(keys.tolist(), addresses, groups), rejects
 
 
 def _rows_by_key(row_keys: np.ndarray) -> list[list[int]]:
@@ -181,22 +180,39 @@ class _Merger:
             else [{} for _ in rows]
         )
 
-    def __call__(self, key: str, address: str, indexes: list[int]) -> Recipient:
-        first = indexes[0]
-        merged: dict[str, Any] = {name: cells[first] for name, cells in self.fields if cells[first]}
-        if len(indexes) == 1:
+    def __call__(
+        self, keys: list[str], addresses: list[str], groups: list[list[int]]
+    ) -> list[Recipient]:
+        """One recipient per key, from its address and its rows' indexes. One loop with
+        everything in locals: a million calls of a method cost a third more."""
+        fields, items, rows, sources = self.fields, self.items, self.rows, self.sources
+        field_count = len(fields)
+        recipients: list[Recipient] = []
+        append = recipients.append
+        for key, address, indexes in zip(keys, addresses, groups, strict=True):
+            first = indexes[0]
+            merged: dict[str, Any] = {name: cells[first] for name, cells in fields if cells[first]}
+            if len(indexes) == 1:
+                merged["email"] = address
+                one = Recipient(key, address, merged, [items[first]], [rows[first]], sources[first])
+                append(one)
+                continue
+            if len(merged) < field_count:
+                for name, cells in fields:  # the first non-empty value wins
+                    merged.setdefault(name, next((cells[i] for i in indexes if cells[i]), ""))
+                merged = {name: value for name, value in merged.items() if value}
             merged["email"] = address
-            return Recipient(
-                key, address, merged, [self.items[first]], [self.rows[first]], self.sources[first]
+            append(
+                Recipient(
+                    key,
+                    address,
+                    merged,
+                    [items[i] for i in indexes],
+                    [rows[i] for i in indexes],
+                    sources[first],
+                )
             )
-        if len(merged) < len(self.fields):
-            for name, cells in self.fields:  # the first non-empty value wins
-                merged.setdefault(name, next((cells[i] for i in indexes if cells[i]), ""))
-            merged = {name: value for name, value in merged.items() if value}
-        merged["email"] = address
-        items = [self.items[i] for i in indexes]
-        rows = [self.rows[i] for i in indexes]
-        return Recipient(key, address, merged, items, rows, self.sources[first])
+        return recipients
 
 
 def _trim(column: pd.Series) -> list[str]:

@@ -54,7 +54,7 @@ class Review:
     row: int  # its first source row
 
 
-@dataclass(frozen=True, slots=True)  # a million of them: no __dict__ each
+@dataclass(slots=True)  # a million of them: no __dict__ each, and no frozen __init__
 class Recipient:
     """One person to tell: every affected row with the same address, merged."""
 
