@@ -725,6 +725,55 @@ def stage_check(bench: Bench, workspace: Path, recipients: int, label: str = "ch
     return ok
 
 
+def measure_grouping(workspace: Path) -> None:
+    """Time notify's grouping of the export's rows into recipients, alone (`_grouping`).
+
+    Loading and validating come first, untimed; the collector is paused as `check`
+    pauses it. Prints rows, recipients and seconds as JSON."""
+    from notify import cleaning
+    from notify.manifest import load_manifest
+    from notify.sources import load_sources
+    from notify.workspace import Workspace
+
+    opened = Workspace.open(workspace)
+    manifest = load_manifest(opened, INCIDENT)
+    frame = load_sources(manifest.sources, root=opened.root, incident_id=INCIDENT, environ={})
+    keyed, _ = cleaning._keyed_rows(
+        frame, columns=manifest.columns, items=manifest.items, where="", allow_typo_domains=False
+    )
+    with cleaning._collector_paused():
+        started = time.perf_counter()
+        recipients = cleaning.group_rows(keyed)
+        seconds = time.perf_counter() - started
+    print(json.dumps({"rows": len(frame), "recipients": len(recipients), "seconds": seconds}))
+
+
+def stage_grouping(bench: Bench, workspace: Path, label: str) -> None:
+    """Grouping rows per recipient, on one CPU; the target is ≤ 3 s per million rows."""
+    measured = run_measured(
+        [sys.executable, str(SCRIPT), "_grouping", str(workspace)],
+        cpus=bench.sender_cpus,
+        env=base_env(),
+        timeout=bench.budget(bench.args.stage_timeout),
+        logs=bench.out / "logs" / label.replace(" ", "-"),
+    )
+    if measured.returncode != 0:
+        bench.add(Row(label, note=_failure(measured), ok=False))
+        return
+    found = json.loads(measured.stdout.strip().splitlines()[-1])
+    per_million = found["seconds"] / found["rows"] * 1e6
+    bench.add(
+        Row(
+            label,
+            messages=found["rows"],
+            seconds=found["seconds"],
+            rate=found["rows"] / found["seconds"],
+            note=f"{per_million:.2f} s per million rows, into {found['recipients']:,} "
+            "recipients; target ≤ 3",
+        )
+    )
+
+
 def previews_folder(bench: Bench) -> Path:
     """Where --dry-run writes: tmpfs by default, so the figure is notify's, not the disk's."""
     shm = Path("/dev/shm")
@@ -1181,6 +1230,7 @@ def run(args: argparse.Namespace) -> Bench:
     )
     stage_startup(bench, workspace)
     checked = stage_check(bench, workspace, n, f"check ({n:,})")
+    stage_grouping(bench, workspace, f"group rows per recipient ({n:,})")
     previews = stage_dry_run(bench, workspace, n, f"send --dry-run ({n:,})") if checked else None
     sample, size = sample_message(previews, out)
     if previews is not None and previews.is_relative_to("/dev/shm"):
@@ -1240,6 +1290,7 @@ def million_suite(bench: Bench, big: Path, sink_cpus: str | None) -> None:
     )
     if not stage_check(bench, big, MILLION, f"check ({MILLION:,})"):
         return
+    stage_grouping(bench, big, f"group rows per recipient ({MILLION:,})")
     if args.million_send:
         if not (Path(SMTP_SINK).exists() and bench.remaining() > 120):
             bench.skip(f"send ({MILLION:,})", "no smtp-sink, or no time left")
@@ -1297,6 +1348,7 @@ INTERNAL: dict[str, Callable[[list[str]], None]] = {
     "_serve-aiosmtpd": lambda a: serve_aiosmtpd(int(a[0])),
     "_serve-delay": lambda a: serve_delay(int(a[0]), float(a[1])),
     "_naive": lambda a: naive_send(Path(a[0]), int(a[1]), int(a[2])),
+    "_grouping": lambda a: measure_grouping(Path(a[0])),
 }
 
 if __name__ == "__main__":
