@@ -79,9 +79,10 @@ def clean(
     """Validate addresses and merge rows per recipient, keeping every row accounted for."""
     rows_read = len(frame)
     with _collector_paused():
-        recipients, rejects = _merge(
+        keyed, rejects = _keyed_rows(
             frame, columns=columns, items=items, where=where, allow_typo_domains=allow_typo_domains
         )
+        recipients = group_rows(keyed)
         # The recipients hold what they need of the rows: unless the caller keeps the export,
         # it is freed here, before the look-alike search (the peak of memory).
         del frame
@@ -92,21 +93,6 @@ def clean(
             rows_read=rows_read,
             review=_review(recipients, rejects, allow_typo_domains=allow_typo_domains),
         )
-
-
-def _merge(
-    frame: pd.DataFrame,
-    *,
-    columns: Mapping[str, str],
-    items: Mapping[str, str],
-    where: str,
-    allow_typo_domains: bool,
-) -> tuple[list[Recipient], list[Reject]]:
-    """The recipients, in the order their first rows appear, and the rows rejected."""
-    keyed, rejects = _keyed_rows(
-        frame, columns=columns, items=items, where=where, allow_typo_domains=allow_typo_domains
-    )
-    return group_rows(keyed), rejects
 
 
 @dataclass

@@ -22,13 +22,20 @@ from notify import recovery, reports, suppressions
 from notify.bounces import Bounce, BounceKind, parse_bounce
 from notify.cleaning import TYPO_REASON, clean, normalise_address
 from notify.compose import Outgoing
-from notify.delivery import DeliveryOptions, ListSource, deliver
+from notify.delivery import ListSource, deliver
 from notify.errors import LedgerError, RenderError
 from notify.ledger import Ledger
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, Outcome, Reject, RunSummary, State
-from notify.pipeline import Incident, fingerprints, ledger_exists, load_incident, open_ledger
+from notify.pipeline import (
+    Incident,
+    delivery_options,
+    fingerprints,
+    ledger_exists,
+    load_incident,
+    open_ledger,
+)
 from notify.recovery import LedgerRecipient
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
@@ -252,11 +259,7 @@ def _send_claimed(
             ListSource(messages[r.key] for r in taken),
             lambda: SmtpTransport(settings),
             recorder,
-            options=DeliveryOptions(
-                connections=max(1, min(settings.connections, len(taken) // 20)),
-                retries=settings.retries,
-                first_retry_delay=settings.retry_delay,
-            ),
+            options=delivery_options(settings, len(taken)),
             pace=sender.pace,
             on_outcome=on_outcome,
         )

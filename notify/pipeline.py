@@ -330,11 +330,7 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
                     source,
                     lambda: SmtpTransport(settings),
                     _LedgerRecorder(ledger, incident.incident_id, sender),
-                    options=DeliveryOptions(
-                        connections=min(settings.connections, max(1, len(plan.to_send) // 20)),
-                        retries=settings.retries,
-                        first_retry_delay=settings.retry_delay,
-                    ),
+                    options=delivery_options(settings, len(plan.to_send)),
                     pace=sender.pace,
                     on_outcome=on_outcome,
                 )
@@ -348,6 +344,15 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
     return SendResult(summary, undelivered=undelivered)
+
+
+def delivery_options(settings: Settings, messages: int) -> DeliveryOptions:
+    """The settings' connections (no more than one per batch of 20) and retries."""
+    return DeliveryOptions(
+        connections=max(1, min(settings.connections, messages // 20)),
+        retries=settings.retries,
+        first_retry_delay=settings.retry_delay,
+    )
 
 
 def fingerprints(incident: Incident) -> tuple[str, str]:
