@@ -137,20 +137,31 @@ class Composer:
             subject=rendered.subject,
         )
 
-    def rebuilt(self, recipient: Recipient, data: bytes) -> Outgoing | None:
-        """The message for `data` built earlier for this recipient (see spool.py), or None
-        when the bytes do not carry the recipient's own Message-ID: one customer's message
-        must never go to another, whatever happened to the bytes in between."""
+    def rebuilt(
+        self, recipient: Recipient, data: bytes, *, when: datetime | None = None
+    ) -> Outgoing | None:
+        """The message for `data` built earlier for this recipient (see spool.py), dated
+        now, or None when the bytes do not carry the recipient's own Message-ID: one
+        customer's message must never go to another, whatever happened to the bytes."""
         message_id = self.message_id(recipient.key)
         header_end = data.find(b"\r\n\r\n")
         if f"\r\nMessage-ID: {message_id}\r\n".encode() not in data[:header_end]:
+            return None
+        # The check may have built it long ago (an operator thinking before saying yes);
+        # Date says when it was sent. Every date is formatted to the same width.
+        date_at = data.find(b"\r\nDate: ", 0, header_end) + len(b"\r\nDate: ")
+        date = _date(when).encode()
+        if (
+            date_at < len(b"\r\nDate: ")
+            or data[date_at + len(date) : date_at + len(date) + 2] != b"\r\n"
+        ):
             return None
         return Outgoing(
             key=recipient.key,
             envelope_from=self.envelope_from(recipient.key),
             to=recipient.email,
             message_id=message_id,
-            data=data,
+            data=b"".join((data[:date_at], date, data[date_at + len(date) :])),
             row=recipient.first_row,
         )
 

@@ -402,16 +402,23 @@ def test_parse_sender_refuses_line_breaks(bad: str) -> None:
     )
 
 
-def test_spooled_bytes_become_the_same_message_for_the_same_recipient():
+def test_spooled_bytes_become_the_same_message_dated_when_sent():
     first = rendered(email_address="ann@example.com")
-    built = composer().compose(first)
-    again = composer().rebuilt(first.recipient, built.data)
+    checked_at = datetime(2026, 11, 30, 9, 5, 7, tzinfo=UTC)
+    sent_at = checked_at + timedelta(hours=1, seconds=3)
+    built = composer().compose(first, when=checked_at)
+    again = composer().rebuilt(first.recipient, built.data, when=sent_at)
+    assert again is not None
+    assert again.data == built.data.replace(
+        b"Date: Mon, 30 Nov 2026 09:05:07 +0000", b"Date: Mon, 30 Nov 2026 10:05:10 +0000"
+    )
+    assert parse(again)["Date"].datetime == sent_at
     assert again == Outgoing(
         key=built.key,
         envelope_from=built.envelope_from,
         to=built.to,
         message_id=built.message_id,
-        data=built.data,
+        data=again.data,
         row=built.row,
     )
 
