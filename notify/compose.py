@@ -32,6 +32,7 @@ _WORD_BYTES = 42  # 42 bytes -> 56 base64 chars -> a 68-character encoded word
 # Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
 # decode it into whatever the export's author chose (line breaks included).
 _ENCODED_WORD_START = "=?"
+_DATE_FIELD = b"\r\nDate: "  # where a spooled message's date is rewritten
 
 
 @dataclass(frozen=True)
@@ -149,19 +150,17 @@ class Composer:
             return None
         # The check may have built it long ago (an operator thinking before saying yes);
         # Date says when it was sent. Every date is formatted to the same width.
-        date_at = data.find(b"\r\nDate: ", 0, header_end) + len(b"\r\nDate: ")
         date = _date(when).encode()
-        if (
-            date_at < len(b"\r\nDate: ")
-            or data[date_at + len(date) : date_at + len(date) + 2] != b"\r\n"
-        ):
+        start = data.find(_DATE_FIELD, 0, header_end) + len(_DATE_FIELD)
+        end = start + len(date)
+        if start < len(_DATE_FIELD) or data[end : end + 2] != b"\r\n":
             return None
         return Outgoing(
             key=recipient.key,
             envelope_from=self.envelope_from(recipient.key),
             to=recipient.email,
             message_id=message_id,
-            data=b"".join((data[:date_at], date, data[date_at + len(date) :])),
+            data=b"".join((data[:start], date, data[end:])),
             row=recipient.first_row,
         )
 
