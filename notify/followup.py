@@ -8,7 +8,6 @@ and the report only reads.
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from notify import recovery, reports, suppressions
-from notify.bounces import Bounce, BounceKind, parse_bounce
+from notify.bounces.match import Matcher
+from notify.bounces.parse import BounceKind, parse_bounce
 from notify.cleaning import TYPO_REASON, clean, normalise_address
 from notify.compose import Outgoing
 from notify.delivery import ListSource, deliver
@@ -44,8 +44,6 @@ from notify.settings import Settings, load_settings
 from notify.sources import load_sources
 from notify.transports import SmtpTransport
 from notify.workspace import Workspace
-
-_MESSAGE_ID_TOKEN = re.compile(r"<?([0-9a-f]{24})\.")  # our Message-IDs: <TOKEN.INCIDENT@domain>
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ def read_bounces(
     moment = now or recovery.utc_now()
     with _open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
         run = BounceRun(box.where)
-        matcher = _Matcher(ledger, incident_id)
+        matcher = Matcher(ledger, incident_id)
         attributed: list[str] = []
         for mail in box.messages():
             run.read += 1
@@ -121,44 +119,6 @@ def read_bounces(
             box.move(attributed, move_to)
             run.moved = len(attributed)
     return run
-
-
-class _Matcher:
-    """Finds a bounce's recipient: by VERP token, by our Message-ID, then by address."""
-
-    def __init__(self, ledger: Ledger, incident_id: str) -> None:
-        self.ledger, self.incident_id = ledger, incident_id
-        self._by_address: dict[str, LedgerRecipient] | None = None
-
-    def find(self, bounce: Bounce) -> tuple[LedgerRecipient | None, str]:
-        tokens = [*bounce.verp_tokens, *_message_id_tokens(bounce.original_message_ids)]
-        found = recovery.by_tokens(self.ledger, tokens)
-        ours = [r for r in found.values() if r.incident_id == self.incident_id]
-        if ours:
-            return ours[0], ""
-        if found:
-            other = next(iter(found.values())).incident_id
-            return None, f"for incident {other}: run notify bounces --incident {other}"
-        for failed in bounce.recipients:
-            match = self.addresses().get((failed.address or "").lower())
-            if match is not None:
-                return match, ""
-        named = ", ".join(f.address for f in bounce.recipients if f.address) or "no address"
-        return None, f"names {named}, which is no recipient of incident {self.incident_id}"
-
-    def addresses(self) -> dict[str, LedgerRecipient]:
-        """Every address the incident wrote to, read once and only when needed."""
-        if self._by_address is None:
-            self._by_address = {}
-            for r in recovery.recipients(self.ledger, self.incident_id):
-                for address in (r.email, r.sent_to):
-                    if address:
-                        self._by_address.setdefault(address.lower(), r)
-        return self._by_address
-
-
-def _message_id_tokens(message_ids: Sequence[str]) -> list[str]:
-    return [m[1] for m in map(_MESSAGE_ID_TOKEN.match, message_ids) if m]
 
 
 def _open_mailbox(

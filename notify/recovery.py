@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from notify.bounces import Bounce, BounceKind, classify
+from notify.bounces.parse import Bounce, BounceKind, classify
 from notify.ledger import (
     Ledger,
     bounces_table,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notify.bounces import (
+from notify.bounces.parse import (
     Bounce,
     BounceKind,
     FailedRecipient,
@@ -18,7 +18,7 @@ from notify.bounces import (
     parse_bounce,
     verp_token,
 )
-from notify.dsn import address_field
+from notify.bounces.dsn import address_field
 
 CORPUS = Path(__file__).parent / "bounces"
 RETURN_PATH = "bounces@example.com"

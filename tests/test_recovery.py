@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notify import recovery, suppressions
-from notify.bounces import Bounce, BounceKind, FailedRecipient
+from notify.bounces.parse import Bounce, BounceKind, FailedRecipient
 from notify.ledger import Ledger, Registration
 from notify.models import Outcome, State
 

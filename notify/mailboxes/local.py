@@ -1,7 +1,7 @@
-"""Read bounce mail where it lands (an mbox file, a Maildir, an IMAP folder), leaving it as is.
+"""Read mail from local files (an mbox file, a Maildir), leaving it as is.
 
 Reading never marks, moves or deletes anything: Maildir files stay in new/, IMAP folders
-are EXAMINEd and fetched with BODY.PEEK[] (notify/imap.py). Only ``move`` changes a
+are EXAMINEd and fetched with BODY.PEEK[] (mailboxes/imap.py). Only ``move`` changes a
 mailbox, for the operator who asks to file processed bounces away. Messages are streamed,
 never loaded all at once. Every failure becomes one BounceError line saying what, where
 and what to do next.
@@ -13,64 +13,13 @@ import mailbox
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol, Self
 
 from notify.errors import BounceError
-from notify.settings import Settings
+from notify.mailboxes.mail import Mail, Mailbox, MailboxBase
 
 _MAILDIR_PARTS = ("cur", "new", "tmp")
 _DIGITS = re.compile(r"(\d+)")
-
-
-@dataclass(frozen=True)
-class Mail:
-    """One message exactly as stored, with an id that names it within its mailbox."""
-
-    id: str  # mbox: message number; Maildir: unique name; IMAP: "UIDVALIDITY:UID"
-    raw: bytes
-
-
-class Mailbox(Protocol):
-    """Where bounces are read from; `where` is shown to the user and never holds a password."""
-
-    where: str
-
-    def messages(self) -> Iterator[Mail]: ...
-
-    def move(self, ids: Sequence[str], folder: str) -> None: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-
-class MailboxBase:
-    """`with open_…(…) as box:` closes the mailbox whatever happens."""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def open_imap(settings: Settings, *, chunk: int | None = None) -> Mailbox:
-    """Log in and EXAMINE NOTIFY_IMAP_FOLDER over verified TLS (see notify/imap.py)."""
-    from notify.imap import open_imap as open_folder  # imap builds on Mail and MailboxBase
-
-    return open_folder(settings, chunk=chunk)
 
 
 # -- mbox ---------------------------------------------------------------------------------------

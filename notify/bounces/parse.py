@@ -21,8 +21,9 @@ from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
 
-from notify import bounce_text, dsn
-from notify.dsn import Report
+from notify.bounces import dsn
+from notify.bounces import text as bounce_text
+from notify.bounces.dsn import Report
 
 
 class BounceKind(enum.StrEnum):

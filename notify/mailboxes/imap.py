@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from notify.errors import BounceError, SettingsError
-from notify.mailboxes import Mail, MailboxBase
+from notify.mailboxes.mail import Mail, MailboxBase
 from notify.settings import Settings, is_loopback
 
 IMAP_TIMEOUT = 30.0  # seconds for connecting and for each reply

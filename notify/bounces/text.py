@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from notify.dsn import Report, one_line
+from notify.bounces.dsn import Report, one_line
 
 # Where the returned message starts in a text bounce (qmail and Yahoo, Exim, Exchange,
 # Gmail, Sendmail and others).

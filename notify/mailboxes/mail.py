@@ -1,0 +1,49 @@
+"""What every mailbox hands over: one stored message at a time, with an id to move it by."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message exactly as stored, with an id that names it within its mailbox."""
+
+    id: str  # mbox: message number; Maildir: unique name; IMAP: "UIDVALIDITY:UID"
+    raw: bytes
+
+
+class Mailbox(Protocol):
+    """Where bounces are read from; `where` is shown to the user and never holds a password."""
+
+    where: str
+
+    def messages(self) -> Iterator[Mail]: ...
+
+    def move(self, ids: Sequence[str], folder: str) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class MailboxBase:
+    """`with open_…(…) as box:` closes the mailbox whatever happens."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
