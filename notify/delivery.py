@@ -22,7 +22,7 @@ from typing import Protocol
 from notify.compose import Outgoing
 from notify.errors import DeliveryError
 from notify.models import Outcome, RunSummary, State
-from notify.replies import Verdict, classify, retry_after
+from notify.replies import Verdict, retry_after, verdict
 from notify.transports import Transport
 
 DEFAULT_BATCH_SIZE = 20
@@ -301,13 +301,13 @@ def _send_batch(run: _Run, batch: list[Outgoing], transport: Transport) -> None:
 
 def _judge(run: _Run, message: Outgoing, outcome: Outcome) -> None:
     """Decide what a reply means for this run: done, retry later, or slow everyone down."""
-    verdict = classify(outcome)
-    if verdict is Verdict.DONE:
+    judged = verdict(outcome)
+    if judged is Verdict.DONE:
         run.throttle.went_well()
         return
-    if verdict is Verdict.SLOW_DOWN:
+    if judged is Verdict.SLOW_DOWN:
         run.throttle.slow_down(retry_after(outcome.reply) or run.options.first_retry_delay)
-    if verdict in (Verdict.SLOW_DOWN, Verdict.RETRY):
+    if judged in (Verdict.SLOW_DOWN, Verdict.RETRY):
         with run.lock:
             tries = run.tries.get(message.key, 0) + 1
             run.tries[message.key] = tries

@@ -19,7 +19,7 @@ import pandas as pd
 
 from notify import recovery, reports, suppressions
 from notify.bounces.match import Matcher
-from notify.bounces.parse import BounceKind, parse_bounce
+from notify.bounces.parse import parse_bounce
 from notify.cleaning import TYPO_REASON, clean, normalise_address
 from notify.compose import Outgoing
 from notify.delivery import ListSource, deliver
@@ -27,7 +27,7 @@ from notify.errors import LedgerError, RenderError
 from notify.ledger import Ledger
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
-from notify.models import ROW_COLUMN, SOURCE_COLUMN, Outcome, Reject, RunSummary, State
+from notify.models import ROW_COLUMN, SOURCE_COLUMN, BounceKind, Outcome, Reject, RunSummary, State
 from notify.pipeline import (
     Incident,
     delivery_options,

@@ -136,3 +136,14 @@ class RunSummary:
     refused: int = 0
     in_doubt: int = 0
     undelivered: list[Outcome] = field(default_factory=list)
+
+
+class BounceKind(enum.StrEnum):
+    """What a bounce means for the recipient it names."""
+
+    HARD = "hard"  # the address is bad (unknown user, mailbox or domain): never retry it
+    SOFT = "soft"  # mailbox full, server down, greylisting: retry later
+    SENDER = "sender"  # policy, auth, spam, reputation, rate, content: ours to fix, not theirs
+    DELAYED = "delayed"  # a "still trying" notice: no action, never a re-send
+    AUTO_REPLY = "auto-reply"  # out-of-office, vacation, autoresponder: not a bounce
+    UNKNOWN = "unknown"  # looks like a bounce but cannot be classified

@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from notify.bounces.parse import Bounce, BounceKind, classify
+from notify.bounces.parse import Bounce
 from notify.ledger import (
     Ledger,
     bounces_table,
     events_table,
     recipients_table,
 )
-from notify.models import State
-from notify.replies import enhanced_status
+from notify.models import BounceKind, State
+from notify.replies import classify, enhanced_status
 from notify.schedule import as_utc, due_at
 from notify.suppressions import suppress
 

@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notify.bounces.dsn import address_field
 from notify.bounces.parse import (
     Bounce,
-    BounceKind,
     FailedRecipient,
     _parse,
-    classify,
     parse_bounce,
     verp_token,
 )
-from notify.bounces.dsn import address_field
+from notify.models import BounceKind
+from notify.replies import classify
 
 CORPUS = Path(__file__).parent / "bounces"
 RETURN_PATH = "bounces@example.com"

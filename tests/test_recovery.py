@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from notify import recovery, suppressions
-from notify.bounces.parse import Bounce, BounceKind, FailedRecipient
+from notify.bounces.parse import Bounce, FailedRecipient
 from notify.ledger import Ledger, Registration
-from notify.models import Outcome, State
+from notify.models import BounceKind, Outcome, State
 
 INCIDENT = "42"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

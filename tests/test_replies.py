@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from notify.models import Outcome, State
-from notify.replies import Verdict, classify, enhanced_status, retry_after
+from notify.replies import Verdict, enhanced_status, retry_after, verdict
 
 
 @pytest.mark.parametrize(
-    ("state", "code", "reply", "verdict"),
+    ("state", "code", "reply", "expected"),
     [
         (State.ACCEPTED, 250, "2.0.0 Ok: queued", Verdict.DONE),
         (State.REFUSED, 550, "5.1.1 User unknown", Verdict.DONE),
@@ -29,8 +29,8 @@ from notify.replies import Verdict, classify, enhanced_status, retry_after
         ),
     ],
 )
-def test_classify(state, code, reply, verdict):
-    assert classify(Outcome("k", state, code, reply)) is verdict
+def test_verdict(state, code, reply, expected):
+    assert verdict(Outcome("k", state, code, reply)) is expected
 
 
 def test_enhanced_status():

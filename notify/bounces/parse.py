@@ -10,7 +10,6 @@ address, and a temporary failure is never permanent.
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import re
@@ -24,17 +23,8 @@ from email.utils import getaddresses, parseaddr
 from notify.bounces import dsn
 from notify.bounces import text as bounce_text
 from notify.bounces.dsn import Report
-
-
-class BounceKind(enum.StrEnum):
-    """What a bounce means for the recipient it names."""
-
-    HARD = "hard"  # the address is bad (unknown user, mailbox or domain): never retry it
-    SOFT = "soft"  # mailbox full, server down, greylisting: retry later
-    SENDER = "sender"  # policy, auth, spam, reputation, rate, content: ours to fix, not theirs
-    DELAYED = "delayed"  # a "still trying" notice: no action, never a re-send
-    AUTO_REPLY = "auto-reply"  # out-of-office, vacation, autoresponder: not a bounce
-    UNKNOWN = "unknown"  # looks like a bounce but cannot be classified
+from notify.models import BounceKind
+from notify.replies import classify, is_status_code
 
 
 @dataclass(frozen=True)
@@ -80,9 +70,7 @@ _VERP_HEADERS = (
 )
 _RETURNED_VERP_HEADERS = ("Return-Path", "X-Envelope-From", "Errors-To")
 _MBOX_FROM = re.compile(rb">*From ")
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _DIAGNOSTIC_ENHANCED = re.compile(r"(?<![\w.])([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-_BASIC = re.compile(r"^\s*#?([245])(\d\d)\b")
 _MAILER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailer|mmdf|bounces?)@", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery status notification|delivery (?:has )?fail|non.?deliver"
@@ -106,40 +94,6 @@ _AUTO_REPLY_SUBJECT = re.compile(
     r"|automatisch antwoord)",
     re.IGNORECASE,
 )
-# Phrases for replies with no specific enhanced code, strongest claim first: a refusal
-# that mentions spam is about us even when it also says "mailbox unavailable".
-_RATE_PHRASES = re.compile(
-    r"too many|rate.?limit|throttl|sending (?:quota|limit)|unusual rate", re.IGNORECASE
-)
-_PHRASES = [
-    (
-        BounceKind.SENDER,
-        re.compile(
-            r"\bspam|black.?list|block.?list|\bblocked\b|\bpolicy\b|dmarc|\bspf\b|\bdkim\b"
-            r"|reputation|not authori[sz]ed|unauthenticated|relay(?:ing)? (?:access )?denied",
-            re.IGNORECASE,
-        ),
-    ),
-    (
-        BounceKind.SOFT,
-        re.compile(
-            r"quota|mailbox (?:is )?full|storage|insufficient (?:system )?storage"
-            r"|gr[ae]ylist|try again later|temporar",
-            re.IGNORECASE,
-        ),
-    ),
-    (
-        BounceKind.HARD,
-        re.compile(
-            r"user unknown|unknown (?:user|recipient|address)"
-            r"|no such (?:user|recipient|mailbox|address)|n[o']t exist|no mailbox"
-            r"|mailbox (?:unavailable|not found)|(?:user|recipient|address) not found"
-            r"|recipnotfound|couldn't be found|invalid (?:recipient|mailbox|address)"
-            r"|account (?:has been )?disabled|unrouteable|domain not found",
-            re.IGNORECASE,
-        ),
-    ),
-]
 
 
 def parse_bounce(raw: bytes, *, return_path: str | None = None) -> Bounce | None:
@@ -240,63 +194,7 @@ def _diagnostic_status(diagnostic: str) -> str | None:
 
 def _is_generic(status: str) -> bool:
     """'5.0.0' says only 'permanent'; the reply text may say more."""
-    return status.endswith(".0.0") or not _ENHANCED.match(status)
-
-
-def classify(status: str | None, diagnostic: str, *, action: str = "failed") -> BounceKind:
-    """The one place where a status and a reply become a decision about an address."""
-    if action == "delayed":
-        return BounceKind.DELAYED
-    code = _ENHANCED.match(status or "")
-    permanence = code[1] if code else _basic_class(diagnostic)
-    if (code and code[2] == "7") or _RATE_PHRASES.search(diagnostic):
-        return BounceKind.SENDER
-    kind = _by_enhanced(int(code[2]), int(code[3]), diagnostic) if code else None
-    kind = kind or _by_phrase(diagnostic) or _by_basic(diagnostic)
-    if permanence == "4" and kind in (BounceKind.HARD, BounceKind.UNKNOWN):
-        return BounceKind.SOFT  # a temporary failure never condemns an address
-    return kind
-
-
-def _by_enhanced(subject: int, detail: int, diagnostic: str) -> BounceKind | None:
-    """RFC 3463's subject and detail; an 'other' detail (x.y.0) defers to the words first."""
-    if detail == 0 and (by_words := _by_phrase(diagnostic)):
-        return by_words
-    if subject == 1:
-        return BounceKind.SENDER if detail in (7, 8) else BounceKind.HARD  # x.1.7/8: our address
-    if subject == 2:
-        return {1: BounceKind.HARD, 3: BounceKind.SENDER}.get(detail, BounceKind.SOFT)
-    if subject == 3:
-        return BounceKind.SENDER if detail == 4 else BounceKind.SOFT  # x.3.4: message too big
-    if subject == 4:
-        return BounceKind.HARD if detail == 4 else BounceKind.SOFT  # x.4.4: unable to route
-    if subject in (5, 6, 7):
-        return BounceKind.SENDER  # protocol, content, policy
-    return None
-
-
-def _by_phrase(diagnostic: str) -> BounceKind | None:
-    """Well-known wordings, for replies without a specific enhanced code."""
-    return next((kind for kind, words in _PHRASES if words.search(diagnostic)), None)
-
-
-def _by_basic(diagnostic: str) -> BounceKind:
-    """RFC 5321's basic code, the last resort (554 is as often spam as anything else)."""
-    match = _BASIC.match(diagnostic)
-    if not match:
-        return BounceKind.UNKNOWN
-    code = int(match[1] + match[2])
-    if code in (550, 551, 553, 521, 556):
-        return BounceKind.HARD
-    if code == 552 or match[1] == "4":
-        return BounceKind.SOFT
-    return BounceKind.SENDER if 500 <= code <= 504 else BounceKind.UNKNOWN
-
-
-def _basic_class(diagnostic: str) -> str | None:
-    """'4' or '5' from a reply's basic code, when there is no enhanced one."""
-    match = _BASIC.match(diagnostic)
-    return match[1] if match else None
+    return status.endswith(".0.0") or not is_status_code(status)
 
 
 def _overall(kinds: list[BounceKind]) -> BounceKind:
