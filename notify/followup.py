@@ -20,7 +20,8 @@ import pandas as pd
 from notify import recovery, reports, suppressions
 from notify.bounces.match import Matcher
 from notify.bounces.parse import parse_bounce
-from notify.cleaning import TYPO_REASON, clean, normalise_address
+from notify.cleaning.addresses import TYPO_REASON, normalise_address
+from notify.cleaning.clean import clean
 from notify.compose import Outgoing
 from notify.delivery import ListSource, deliver
 from notify.errors import LedgerError, RenderError
@@ -41,7 +42,7 @@ from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.senders import Sender
 from notify.settings import Settings, load_settings
-from notify.sources import load_sources
+from notify.sources.load import load_sources
 from notify.transports import SmtpTransport
 from notify.workspace import Workspace
 

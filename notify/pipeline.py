@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from notify import recovery, suppressions
-from notify.cleaning import clean, normalise_address
+from notify.cleaning.addresses import normalise_address
+from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
 from notify.delivery import (
     DEFAULT_BATCH_SIZE,
@@ -35,7 +36,7 @@ from notify.previews import PreviewWriter
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
 from notify.senders import Sender
 from notify.settings import Settings, load_settings
-from notify.sources import load_sources
+from notify.sources.load import load_sources
 from notify.spool import Spool
 from notify.transports import RedirectTransport, SmtpTransport, Transport
 from notify.workers import RenderPool

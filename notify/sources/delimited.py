@@ -20,8 +20,8 @@ from pathlib import Path
 import charset_normalizer
 import pandas as pd
 
-from notify.cells import header_names, with_origin
 from notify.errors import SourceError
+from notify.sources.cells import header_names, with_origin
 
 _CHUNK = 1 << 20
 _SAMPLE = 1 << 16

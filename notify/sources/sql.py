@@ -20,8 +20,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import NullPool
 
-from notify.cells import cell_text, header_names, text_frame
 from notify.errors import SourceError
+from notify.sources.cells import cell_text, header_names, text_frame
 
 _BATCH = 10_000
 _TIMEOUT = 10  # seconds to wait for a server that does not answer

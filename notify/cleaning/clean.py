@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import gc
 import itertools
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
-from notify.addresses import needs_smtputf8, role_of, typo_of
+from notify.cleaning.addresses import TYPO_REASON, check_address, needs_smtputf8, role_of, typo_of
+from notify.cleaning.lookalikes import find_lookalikes
 from notify.errors import SourceError
-from notify.lookalikes import find_lookalikes
 from notify.models import (
     ROW_COLUMN,
     SOURCE_COLUMN,
@@ -38,14 +35,7 @@ from notify.models import (
     Review,
 )
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(
-    rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@"
-    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
-)
-_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
-TYPO_REASON = "likely typo domain"  # the reject reason's first words, before the colon
 TYPO_DOMAIN, ROLE_ADDRESS, SMTPUTF8 = "typo domain", "role address", "SMTPUTF8"  # Review kinds
 
 
@@ -127,7 +117,7 @@ def _keyed_rows(
     sources = frame[SOURCE_COLUMN].tolist()
     # Every distinct cell is checked once, and rows are grouped by key in numpy.
     cell_codes, distinct = pd.factorize(pd.Series(emails, dtype=object))
-    verdicts = [_check_address(raw, allow_typo_domains) for raw in distinct.tolist()]
+    verdicts = [check_address(raw, allow_typo_domains) for raw in distinct.tolist()]
     key_codes, keys = pd.factorize(
         pd.Series([v[0] if isinstance(v, tuple) else None for v in verdicts], dtype=object)
     )
@@ -245,60 +235,6 @@ def _trim(column: pd.Series) -> list[str]:
         (value if value.isascii() else value.translate(_INVISIBLE)).strip()
         for value in column.astype(str).tolist()
     ]
-
-
-def _check_address(raw: str, allow_typo_domains: bool) -> tuple[str, str] | str:
-    """(ledger key, address to send to), or why the address is not sent to."""
-    verdict = _validate(raw)
-    if allow_typo_domains or isinstance(verdict, str):
-        return verdict
-    domain = verdict[1].rpartition("@")[2]
-    fix = typo_of(domain)
-    if fix is None:
-        return verdict
-    return f"{TYPO_REASON}: {domain} looks like {fix}; fix the export, or pass --allow-typo-domains"
-
-
-def normalise_address(raw: str) -> tuple[str, str] | str:
-    """(ledger key, address to send to) for one address, or why it cannot be sent to:
-    the same rules as the export's main address column, for an alternate address."""
-    return _validate(raw.strip())
-
-
-def _validate(raw: str) -> tuple[str, str] | str:
-    if not raw:
-        return "no address"
-    plain = plain_address(raw)
-    if plain is not None:  # the same string object where possible: a million rows add up
-        return (plain if plain.islower() else plain.lower()), plain
-    try:
-        valid = validate_email(raw, check_deliverability=False)
-    except EmailNotValidError as exc:
-        return f"not a valid address: {exc}"
-    # The domain goes out in its ASCII (IDNA) form; a non-ASCII local part stays as it is.
-    address = valid.ascii_email or f"{valid.normalized.rpartition('@')[0]}@{valid.ascii_domain}"
-    # lower(), not casefold(): casefold makes 'straße@' and 'strasse@' one recipient.
-    return valid.normalized.lower(), address
-
-
-def plain_address(raw: str) -> str | None:
-    """The normalised form of an everyday ASCII address, or None to ask email-validator.
-
-    Most addresses are plain 'name@example.com'; checking those with one regex is ~20x
-    cheaper than the full validator and gives the same answer (a test holds it to that)."""
-    match = _PLAIN_ADDRESS.fullmatch(raw)
-    if match is None or len(raw) > 254 or len(match["local"]) > 64:
-        return None
-    domain = match["domain"].lower()
-    if _needs_validator(domain):
-        return None
-    return raw if domain == match["domain"] else f"{match['local']}@{domain}"
-
-
-@functools.lru_cache(maxsize=65536)
-def _needs_validator(domain: str) -> bool:
-    """Punycode and special-use domains ('x.test') are email-validator's to judge."""
-    return "--" in domain or any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE)
 
 
 def _review(
