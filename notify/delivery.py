@@ -23,7 +23,7 @@ from notify.compose import Outgoing
 from notify.errors import DeliveryError
 from notify.models import Outcome, RunSummary, State
 from notify.replies import Verdict, retry_after, verdict
-from notify.transports import Transport
+from notify.transports.protocol import Transport
 
 DEFAULT_BATCH_SIZE = 20
 CALM_SENDS = 200  # accepted messages in a row before a lost connection slot comes back

@@ -43,7 +43,7 @@ from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources.load import load_sources
-from notify.transports import SmtpTransport
+from notify.transports.smtp import SmtpTransport
 from notify.workspace import Workspace
 
 

@@ -5,7 +5,6 @@ Each verb loads and checks the whole incident first (Promise 1), then does one t
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import recovery, suppressions
+from notify import recovery, reports, suppressions
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -31,15 +30,17 @@ from notify.delivery import (
 from notify.errors import LedgerError, ManifestError, RenderError
 from notify.ledger import Ledger, Registration
 from notify.manifest import Manifest, load_manifest
+from notify.messages.pool import RenderPool
+from notify.messages.spool import Spool
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
-from notify.previews import PreviewWriter
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
 from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources.load import load_sources
-from notify.spool import Spool
-from notify.transports import RedirectTransport, SmtpTransport, Transport
-from notify.workers import RenderPool
+from notify.transports.preview import PreviewWriter
+from notify.transports.protocol import Transport
+from notify.transports.redirect import RedirectTransport
+from notify.transports.smtp import SmtpTransport
 from notify.workspace import Workspace
 
 RESENDABLE = (State.PENDING, State.SENDING, State.DEFERRED)  # what a re-run sends again
@@ -227,9 +228,9 @@ def check(
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
     review_file = folder / "review.csv"
-    _write_rejects(incident.cleaned, rejects_file)
-    _write_lookalikes(incident.cleaned, lookalikes_file)
-    _write_review(incident.cleaned, review_file)
+    reports.write_rejects(incident.cleaned, rejects_file)
+    reports.write_lookalikes(incident.cleaned, lookalikes_file)
+    reports.write_review(incident.cleaned, review_file)
     return CheckReport(
         incident=incident,
         rejected_by_reason=dict(Counter(r.reason.split(":")[0] for r in incident.cleaned.rejects)),
@@ -448,25 +449,3 @@ def alternate_of(recipient: Recipient) -> str | None:
     if isinstance(checked, str) or checked[0] == recipient.key:
         return None
     return checked[1]
-
-
-def _write_rejects(cleaned: CleanResult, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["source", "row", "column", "value", "reason"])
-        writer.writerows((r.source, r.row, r.column, r.value, r.reason) for r in cleaned.rejects)
-
-
-def _write_review(cleaned: CleanResult, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["email", "kind", "detail", "source", "row"])
-        for entry in cleaned.review:
-            writer.writerow([entry.email, entry.kind, entry.detail, entry.source, entry.row])
-
-
-def _write_lookalikes(cleaned: CleanResult, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["first", "second", "reason"])
-        writer.writerows((pair.first, pair.second, pair.reason) for pair in cleaned.lookalikes)

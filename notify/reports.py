@@ -1,6 +1,7 @@
-"""Every recipient's outcome, the unreachable first, with whatever else the export knows.
+"""What an operator reads: the outcome report, and the files `check` writes beside it.
 
-Pure: rows in, rows out, then written as CSV or HTML. Someone will phone the people at
+The report lists every recipient's outcome, the unreachable first, with whatever else
+the export knows. Pure: rows in, rows out, then written as CSV or HTML. Someone will phone the people at
 the top of this list, so each row carries every column of the customer's export row
 (phone, account id) next to what happened and when.
 """
@@ -12,9 +13,10 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import IO
 
-from notify.models import Reject, State
+from notify.models import CleanResult, Reject, State
 
 # What each final state means for the operator, in the order the report lists them.
 UNREACHABLE = "unreachable"  # needs a personal follow-up
@@ -156,3 +158,31 @@ def _header(records: Sequence[Mapping[str, object]]) -> list[str]:
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+# -- the files `check` writes -----------------------------------------------------------
+
+
+def write_rejects(cleaned: CleanResult, path: Path) -> None:
+    """Every row not sent to, with where it is and why, for the operator to fix or accept."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["source", "row", "column", "value", "reason"])
+        writer.writerows((r.source, r.row, r.column, r.value, r.reason) for r in cleaned.rejects)
+
+
+def write_review(cleaned: CleanResult, path: Path) -> None:
+    """Addresses sent to (or held back) that a person should glance at."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "kind", "detail", "source", "row"])
+        for entry in cleaned.review:
+            writer.writerow([entry.email, entry.kind, entry.detail, entry.source, entry.row])
+
+
+def write_lookalikes(cleaned: CleanResult, path: Path) -> None:
+    """Pairs of distinct recipients that might be one person, never merged."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["first", "second", "reason"])
+        writer.writerows((pair.first, pair.second, pair.reason) for pair in cleaned.lookalikes)

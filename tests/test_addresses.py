@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from notify.addresses import needs_smtputf8, role_of, typo_of
+from notify.cleaning.addresses import needs_smtputf8, role_of, typo_of
 
 
 @pytest.mark.parametrize(

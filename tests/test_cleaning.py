@@ -9,9 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from notify.cleaning import clean, resolve_columns
+from notify.cleaning.clean import clean, resolve_columns
+from notify.cleaning.lookalikes import _one_edit, find_lookalikes
 from notify.errors import SourceError
-from notify.lookalikes import _one_edit, find_lookalikes
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, CleanResult, LookAlike, Recipient, Reject
 
 SOURCE = "data/affected.csv"
@@ -469,7 +469,7 @@ def test_the_fast_path_agrees_with_email_validator(raw: str) -> None:
     """plain_address either defers (None) or gives exactly email-validator's answer."""
     from email_validator import EmailNotValidError, validate_email
 
-    from notify.cleaning import plain_address
+    from notify.cleaning.addresses import plain_address
 
     fast = plain_address(raw)
     if fast is None:
@@ -482,7 +482,7 @@ def test_the_fast_path_agrees_with_email_validator(raw: str) -> None:
 
 
 def test_the_fast_path_takes_everyday_addresses() -> None:
-    from notify.cleaning import plain_address
+    from notify.cleaning.addresses import plain_address
 
     assert plain_address("Maria.Lopez@Example.COM") == "Maria.Lopez@example.com"
     assert plain_address("bob@@example.com") is None

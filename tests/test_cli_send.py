@@ -78,8 +78,8 @@ def test_send_delivers_one_message_per_recipient(workspace, run_cli, smtp_server
 def test_a_send_renders_each_message_once(workspace, run_cli, smtp_server, monkeypatch):
     """The check builds every message before anything leaves; the send takes those bytes
     from the spool instead of rendering them again."""
+    import notify.messages.pool
     import notify.pipeline
-    import notify.workers
 
     rendered: list[str] = []
 
@@ -90,7 +90,7 @@ def test_a_send_renders_each_message_once(workspace, run_cli, smtp_server, monke
 
         return wrapped
 
-    monkeypatch.setattr(notify.workers, "render", counting(notify.workers.render))
+    monkeypatch.setattr(notify.messages.pool, "render", counting(notify.messages.pool.render))
     monkeypatch.setattr(notify.pipeline, "render", counting(notify.pipeline.render))
     workspace.smtp(smtp_server)
     result = run_cli(workspace, "send", "--incident", "42", "--yes")
@@ -104,7 +104,7 @@ def test_spooled_bytes_of_another_recipient_are_rebuilt_not_sent(
     workspace, run_cli, smtp_server, monkeypatch
 ):
     """Whatever happens to the spool, no customer gets another customer's message."""
-    from notify.spool import Spool
+    from notify.messages.spool import Spool
 
     real_get = Spool.get
 

@@ -14,7 +14,7 @@ from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver, o
 from notify.errors import SenderRefusedError
 from notify.models import Outcome, State
 from notify.settings import Settings
-from notify.transports import SmtpTransport
+from notify.transports.smtp import SmtpTransport
 from tests import smtp_server as server_module
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from notify.errors import SourceError
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, SourceSpec
-from notify.sources import load_sources
+from notify.sources.load import load_sources
 
 QUERY = "SELECT * FROM customers ORDER BY id"
 

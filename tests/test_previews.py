@@ -9,7 +9,7 @@ import pytest
 from notify import pipeline
 from notify.compose import Outgoing
 from notify.errors import RenderError
-from notify.previews import PreviewWriter
+from notify.transports.preview import PreviewWriter
 from notify.workspace import Workspace
 from tests.conftest import make_rows
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from notify.errors import SourceError
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, SourceSpec
-from notify.sources import load_sources
+from notify.sources.load import load_sources
 
 Write = Callable[[str, "str | bytes"], Path]
 AGAIN = "export the affected customers again"

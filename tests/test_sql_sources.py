@@ -22,8 +22,8 @@ import pytest
 
 from notify.errors import SourceError
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, SourceSpec
-from notify.sources import load_sources
-from notify.sql_sources import check_read_only
+from notify.sources.load import load_sources
+from notify.sources.sql import check_read_only
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB = "mysql://root@127.0.0.1:3306/test"

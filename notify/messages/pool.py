@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from notify.compose import Outgoing
 from notify.errors import RenderError
+from notify.messages.spool import Spool
 from notify.models import Recipient
 from notify.rendering import render
-from notify.spool import Spool
 
 if TYPE_CHECKING:
     from notify.pipeline import Incident

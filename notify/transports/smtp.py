@@ -1,6 +1,5 @@
-"""Where messages go: a relay over SMTP, a preview folder, or a test address.
+"""The relay over SMTP: one reused connection per transport.
 
-Every transport has the same three methods, so delivery never asks which one it holds.
 SMTP errors are translated here, once, into Outcomes or DeliveryErrors.
 """
 
@@ -12,8 +11,6 @@ import smtplib
 import socket
 import ssl
 import time
-from dataclasses import replace
-from typing import Protocol
 
 from notify.compose import Outgoing
 from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
@@ -36,19 +33,6 @@ class _Envelope:
     def __init__(self, mail: bytes, rcpt: bytes, pipelined: bool) -> None:
         self.mail, self.rcpt, self.pipelined = mail, rcpt, pipelined
         self.failed = ""  # "mail", "rcpt" or "data"
-
-
-class Transport(Protocol):
-    """Something that takes messages one at a time and says what became of each."""
-
-    def open(self) -> None:
-        """Check the way out works (connect, log in) before the first message."""
-
-    def send(self, message: Outgoing) -> Outcome:
-        """Hand over one message; raise DeliveryError only when no message can go."""
-
-    def close(self) -> None:
-        """Let go of connections and files."""
 
 
 class SmtpTransport:
@@ -322,25 +306,6 @@ class SmtpTransport:
         else:
             connection.ehlo_or_helo_if_needed()
         return connection
-
-
-class RedirectTransport:
-    """A test send: the customer's exact message, delivered to the operator's address."""
-
-    def __init__(self, inner: Transport, address: str) -> None:
-        self.inner = inner
-        self.address = address
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def send(self, message: Outgoing) -> Outcome:
-        marker = f"X-Notify-Test-Send: for {message.to}; no customer is marked as sent\r\n"
-        redirected = replace(message, to=self.address, data=marker.encode() + message.data)
-        return self.inner.send(redirected)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _write(connection: smtplib.SMTP, data: bytes) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from notify import pipeline, workers
-from notify.spool import Spool
-from notify.workers import RenderPool
+from notify import pipeline
+from notify.messages import pool as workers
+from notify.messages.pool import RenderPool
+from notify.messages.spool import Spool
 from notify.workspace import Workspace
 from tests.conftest import make_rows
 

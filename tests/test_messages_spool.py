@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from notify.spool import Spool
+from notify.messages.spool import Spool
 
 
 def test_bytes_come_back_by_position_in_any_order(tmp_path: Path) -> None:
