@@ -730,9 +730,9 @@ def measure_grouping(workspace: Path) -> None:
 
     Loading and validating come first, untimed; the collector is paused as `check`
     pauses it. Prints rows, recipients and seconds as JSON."""
-    from notify import cleaning
+    from notify.cleaning import clean as cleaning
     from notify.manifest import load_manifest
-    from notify.sources import load_sources
+    from notify.sources.load import load_sources
     from notify.workspace import Workspace
 
     opened = Workspace.open(workspace)

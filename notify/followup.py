@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from notify import recovery, reports, suppressions
+from notify import reports, schedule
 from notify.bounces.match import Matcher
 from notify.bounces.parse import parse_bounce
 from notify.cleaning.addresses import TYPO_REASON, normalise_address
@@ -25,7 +25,9 @@ from notify.cleaning.clean import clean
 from notify.compose import Outgoing
 from notify.delivery import ListSource, deliver
 from notify.errors import LedgerError, RenderError
-from notify.ledger import Ledger
+from notify.ledger import Ledger, claims, store, transitions
+from notify.ledger.claims import Sender
+from notify.ledger.store import LedgerRecipient
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, BounceKind, Outcome, Reject, RunSummary, State
@@ -37,10 +39,8 @@ from notify.pipeline import (
     load_incident,
     open_ledger,
 )
-from notify.recovery import LedgerRecipient
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
-from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources.load import load_sources
 from notify.transports.smtp import SmtpTransport
@@ -85,7 +85,7 @@ def read_bounces(
     load_manifest(workspace, incident_id)
     settings = load_settings(workspace, environ)
     ledger = _existing_ledger(workspace, settings, incident_id)
-    moment = now or recovery.utc_now()
+    moment = now or schedule.utc_now()
     with _open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
         run = BounceRun(box.where)
         matcher = Matcher(ledger, incident_id)
@@ -102,7 +102,7 @@ def read_bounces(
                 run.unmatched.append(Unmatched(mail.id, reason))
                 continue
             attributed.append(mail.id)
-            effect = recovery.record_bounce(
+            effect = transitions.record_bounce(
                 ledger,
                 recipient,
                 bounce,
@@ -163,19 +163,19 @@ def resend(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> ResendRun:
     """Send what the schedule says is due; safe from cron and when two run at once."""
-    moment = now or recovery.utc_now()
+    moment = now or schedule.utc_now()
     incident = load_incident(workspace, incident_id, environ)
     settings = incident.settings
     ledger = _existing_ledger(workspace, settings, incident_id)
     templates, data = fingerprints(incident)
     ledger.check_fingerprint(incident_id, templates=templates, data=data)
-    changed = recovery.settle_refusals(ledger, incident_id, now=moment)
-    candidates = recovery.recipients(ledger, incident_id, states=recovery.RESENT_STATES)
-    ready, exhausted = recovery.due(candidates, settings.resend_schedule, moment, blocked=blocked)
-    recovery.give_up(ledger, exhausted, now=moment)
+    changed = transitions.settle_refusals(ledger, incident_id, now=moment)
+    candidates = store.recipients(ledger, incident_id, states=store.RESENT_STATES)
+    ready, exhausted = schedule.due(candidates, settings.resend_schedule, moment, blocked=blocked)
+    transitions.give_up(ledger, exhausted, now=moment)
     acted_on = {r.key for r in ready} | {r.key for r in exhausted}
     waiting = [r for r in candidates if r.key not in acted_on]
-    next_due = recovery.next_due(waiting, settings.resend_schedule)
+    next_due = schedule.next_due(waiting, settings.resend_schedule)
     if not ready:
         return ResendRun(RunSummary(), 0, len(exhausted), next_due, changed)
     messages = _render_all(incident, ready)  # Promise 1: all of them, before any leaves
@@ -214,7 +214,7 @@ def _send_claimed(
     sender.start()
     try:
         lease = time.time() + sender.lease_seconds
-        taken = recovery.claim(ledger, due, holder=sender.id, lease_until=lease, now=moment)
+        taken = claims.claim(ledger, due, holder=sender.id, lease_until=lease, now=moment)
         recorder = _ResendRecorder(ledger, incident.incident_id, sender, taken)
         return deliver(
             ListSource(messages[r.key] for r in taken),
@@ -242,7 +242,7 @@ class _ResendRecorder:
         self.sender.count_sent(sum(1 for o in outcomes if o.state is State.ACCEPTED))
 
     def release(self, keys: Sequence[str]) -> None:
-        recovery.restore(self.ledger, [self.before[key] for key in keys])
+        claims.restore(self.ledger, [self.before[key] for key in keys])
 
 
 @dataclass
@@ -273,8 +273,8 @@ def report(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     accepted_at: dict[str, datetime] = {}
     if ledger_exists(workspace, settings):
         ledger = open_ledger(workspace, settings)
-        known = {r.key: r for r in recovery.recipients(ledger, incident_id)}
-        accepted_at = recovery.accepted_at(ledger, incident_id)
+        known = {r.key: r for r in store.recipients(ledger, incident_id)}
+        accepted_at = store.accepted_at(ledger, incident_id)
     rows: list[reports.ReportRow] = []
     sent_anyway: set[str] = set()
     for reject, row in zip(
@@ -355,12 +355,10 @@ def schedule_plan(
     )
 
 
-def suppression_list(
-    workspace: Workspace, environ: Mapping[str, str]
-) -> list[suppressions.Suppression]:
+def suppression_list(workspace: Workspace, environ: Mapping[str, str]) -> list[store.Suppression]:
     """Every suppressed address in the configured ledger."""
     settings = load_settings(workspace, environ)
-    return suppressions.suppression_list(open_ledger(workspace, settings))
+    return store.suppression_list(open_ledger(workspace, settings))
 
 
 def lift_suppressions(
@@ -369,4 +367,4 @@ def lift_suppressions(
     """Lift each address; returns those that were suppressed."""
     settings = load_settings(workspace, environ)
     ledger = open_ledger(workspace, settings)
-    return {a.lower() for a in addresses if suppressions.lift(ledger, a)}
+    return {a.lower() for a in addresses if transitions.lift(ledger, a)}

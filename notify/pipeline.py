@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import recovery, reports, suppressions
+from notify import reports, schedule
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -28,13 +28,13 @@ from notify.delivery import (
     on_one_cpu,
 )
 from notify.errors import LedgerError, ManifestError, RenderError
-from notify.ledger import Ledger, Registration
+from notify.ledger import Ledger, Registration, store, transitions
+from notify.ledger.claims import Sender
 from notify.manifest import Manifest, load_manifest
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
-from notify.senders import Sender
 from notify.settings import Settings, load_settings
 from notify.sources.load import load_sources
 from notify.transports.preview import PreviewWriter
@@ -223,7 +223,7 @@ def check(
     if incident.ledger_exists():
         ledger = incident.open_ledger()
         states = ledger.states(incident_id)
-        suppressed = suppressions.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
+        suppressed = store.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
     folder = workspace.incident_dir(incident_id)
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
@@ -305,7 +305,7 @@ def plan_send(
         incident_id, templates=templates, data=data, accept_changes=accept_changes
     )
     ledger.register(incident_id, (_registration(incident, r) for r in incident.cleaned.recipients))
-    suppressions.apply_suppressions(ledger, incident_id, now=recovery.utc_now())
+    transitions.apply_suppressions(ledger, incident_id, now=schedule.utc_now())
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
     in_doubt = sum(1 for r in to_send if states.get(r.key) is State.SENDING)
@@ -342,7 +342,7 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
         pool.close()
         if incident.spool is not None:
             incident.spool.close()
-    recovery.settle_refusals(ledger, incident.incident_id, now=recovery.utc_now())
+    transitions.settle_refusals(ledger, incident.incident_id, now=schedule.utc_now())
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r["key"] in attempted]
     return SendResult(summary, undelivered=undelivered)

@@ -12,6 +12,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from notify.models import State
+
+if TYPE_CHECKING:
+    from notify.ledger.store import LedgerRecipient
 
 TIMER_MINUTES = 10  # how often cron or the timer runs `notify resend`: well under any step
 
@@ -80,3 +86,40 @@ def systemd_units(workspace: Path, incident_id: str) -> dict[str, str]:
         "WantedBy=timers.target\n"
     )
     return {f"{name}.service": service, f"{name}.timer": timer}
+
+
+def due(
+    candidates: Sequence[LedgerRecipient],
+    schedule: Sequence[float],
+    now: datetime,
+    *,
+    blocked: bool = False,
+) -> tuple[list[LedgerRecipient], list[LedgerRecipient]]:
+    """(due now, given up): soft bounces and deferrals by the schedule, alternates at
+    once, blocked ones only when the operator says the cause is fixed."""
+    ready: list[LedgerRecipient] = []
+    exhausted: list[LedgerRecipient] = []
+    for recipient in candidates:
+        if recipient.state is State.ALTERNATE or (blocked and recipient.state is State.BLOCKED):
+            ready.append(recipient)
+        elif recipient.state in (State.DEFERRED, State.SOFT_BOUNCED):
+            when = due_at(recipient.updated_at, recipient.resends, schedule)
+            if when is None:
+                exhausted.append(recipient)
+            elif when <= now:
+                ready.append(recipient)
+    return ready, exhausted
+
+
+def next_due(candidates: Sequence[LedgerRecipient], schedule: Sequence[float]) -> datetime | None:
+    """The earliest moment a scheduled re-send falls due, for `notify status`."""
+    times = [
+        due_at(r.updated_at, r.resends, schedule)
+        for r in candidates
+        if r.state in (State.DEFERRED, State.SOFT_BOUNCED)
+    ]
+    return min((t for t in times if t is not None), default=None)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from notify import recovery
-from notify.ledger import SCHEMA_VERSION, Ledger
+from notify import schedule
+from notify.ledger import SCHEMA_VERSION, Ledger, store
+from notify.ledger.claims import SenderInfo, fleet, in_flight
 from notify.manifest import load_manifest
 from notify.models import State
 from notify.pipeline import ledger_exists, open_ledger
-from notify.senders import SenderInfo, fleet, in_flight
 from notify.settings import load_settings
 from notify.workspace import Workspace
 
@@ -59,8 +59,8 @@ def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     counts = ledger.counts(incident_id)
     next_due = None
     if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
-        scheduled = recovery.recipients(ledger, incident_id, states=recovery.RESENT_STATES)
-        next_due = recovery.next_due(scheduled, settings.resend_schedule)
+        scheduled = store.recipients(ledger, incident_id, states=store.RESENT_STATES)
+        next_due = schedule.next_due(scheduled, settings.resend_schedule)
     due = _what_is_due(incident_id, counts, next_due)
     return StatusReport(
         incident_id, counts, due, in_flight(ledger, incident_id), fleet(ledger, incident_id)

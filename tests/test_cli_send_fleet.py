@@ -56,7 +56,7 @@ def test_three_senders_deliver_each_recipient_exactly_once(workspace, smtp_serve
     assert len(delivered) == 5000 and set(delivered.values()) == {1}
     assert final_counts(pg_ledger_url) == {State.ACCEPTED: 5000}
     senders = Ledger.open(pg_ledger_url)
-    from notify.senders import fleet
+    from notify.ledger.claims import fleet
 
     shares = sorted(s.sent for s in fleet(senders, "42"))
     assert sum(shares) == 5000 and len(shares) == 3

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from notify import recovery
 from notify.bounces.parse import Bounce
-from notify.ledger import Ledger
-from notify.recovery import LedgerRecipient
+from notify.ledger import Ledger, store
+from notify.ledger.store import LedgerRecipient
 
 _MESSAGE_ID_TOKEN = re.compile(r"<?([0-9a-f]{24})\.")  # our Message-IDs: <TOKEN.INCIDENT@domain>
 
@@ -22,7 +21,7 @@ class Matcher:
 
     def find(self, bounce: Bounce) -> tuple[LedgerRecipient | None, str]:
         tokens = [*bounce.verp_tokens, *_message_id_tokens(bounce.original_message_ids)]
-        found = recovery.by_tokens(self.ledger, tokens)
+        found = store.by_tokens(self.ledger, tokens)
         ours = [r for r in found.values() if r.incident_id == self.incident_id]
         if ours:
             return ours[0], ""
@@ -40,7 +39,7 @@ class Matcher:
         """Every address the incident wrote to, read once and only when needed."""
         if self._by_address is None:
             self._by_address = {}
-            for r in recovery.recipients(self.ledger, self.incident_id):
+            for r in store.recipients(self.ledger, self.incident_id):
                 for address in (r.email, r.sent_to):
                     if address:
                         self._by_address.setdefault(address.lower(), r)

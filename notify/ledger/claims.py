@@ -16,11 +16,14 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from notify.ledger import Ledger, pacing_table, recipients_table, senders_table
+from notify.ledger.schema import pacing_table, recipients_table, senders_table
+from notify.ledger.store import RESENT_STATES, Ledger, LedgerRecipient
 from notify.models import State
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -306,3 +309,61 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# -- claims for re-sends: each only if nobody changed it since it was read ------------
+
+
+def claim(
+    ledger: Ledger,
+    chosen: Sequence[LedgerRecipient],
+    *,
+    holder: str,
+    lease_until: float,
+    now: datetime,
+) -> list[LedgerRecipient]:
+    """Mark the chosen recipients SENDING for this holder, each only if nobody changed it
+    since it was read: two `notify resend` started together never send the same one."""
+    table = recipients_table
+    taken = []
+    with ledger.engine.begin() as connection:
+        for recipient in (r for r in chosen if r.state in RESENT_STATES):
+            step = 0 if recipient.state is State.ALTERNATE else 1
+            result = connection.execute(
+                table.update()
+                .where(
+                    table.c.incident_id == recipient.incident_id,
+                    table.c.key == recipient.key,
+                    table.c.state == recipient.state.value,
+                    table.c.updated_at == recipient.updated_at,
+                )
+                .values(
+                    state=State.SENDING.value,
+                    claimed_by=holder,
+                    lease_until=lease_until,
+                    attempts=table.c.attempts + 1,
+                    resends=sa.func.coalesce(table.c.resends, 0) + step,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 1:
+                taken.append(recipient)
+    return taken
+
+
+def restore(ledger: Ledger, claimed: Sequence[LedgerRecipient]) -> None:
+    """Put claimed recipients that never left back as they were, schedule and all."""
+    table = recipients_table
+    with ledger.engine.begin() as connection:
+        for recipient in claimed:
+            connection.execute(
+                table.update()
+                .where(table.c.incident_id == recipient.incident_id, table.c.key == recipient.key)
+                .values(
+                    state=recipient.state.value,
+                    resends=recipient.resends,
+                    updated_at=recipient.updated_at,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )

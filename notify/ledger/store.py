@@ -22,146 +22,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from notify.errors import LedgerError
+from notify.ledger.schema import (
+    events_table,
+    fingerprints_table,
+    metadata,
+    migrate,
+    migrations_table,
+    recipients_table,
+    suppressions_table,
+)
 from notify.models import Outcome, State
+from notify.schedule import as_utc
 
-metadata = sa.MetaData()
-
-migrations_table = sa.Table(
-    "schema_migrations",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-recipients_table = sa.Table(
-    "recipients",
-    metadata,
-    sa.Column("incident_id", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(320), primary_key=True),  # the normalised address
-    sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("token", sa.String(64), nullable=False, index=True),  # VERP / Message-ID token
-    sa.Column("message_id", sa.String(400), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("code", sa.Integer),
-    sa.Column("reply", sa.Text),
-    sa.Column("first_row", sa.Integer),
-    sa.Column("source", sa.Text),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("claimed_by", sa.String(120)),  # the sender holding it while SENDING
-    sa.Column("lease_until", sa.Float),  # epoch seconds; past it, another sender may take over
-    sa.Column("alt_email", sa.String(320)),  # the export's alternate address, if any
-    sa.Column("sent_to", sa.String(320)),  # the address now in use when it is not `email`
-    sa.Column("resends", sa.Integer),  # scheduled re-sends made to the address in use
-    sa.Index("recipients_by_state", "incident_id", "state", "first_row"),
-)
-
-events_table = sa.Table(
-    "events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("incident_id", sa.String(64), nullable=False),
-    sa.Column("key", sa.String(320), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("code", sa.Integer),
-    sa.Column("reply", sa.Text),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    # Rows arrive in id order, so this index only ever grows at its end: recording a batch
-    # touches one page of it, where (incident_id, key) touched one per recipient.
-    sa.Index("events_by_incident", "incident_id"),
-)
-
-senders_table = sa.Table(
-    "senders",
-    metadata,
-    sa.Column("id", sa.String(120), primary_key=True),  # host:pid:random
-    sa.Column("incident_id", sa.String(64), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("claimed", sa.Integer, nullable=False, default=0),
-    sa.Column("sent", sa.Integer, nullable=False, default=0),
-    sa.Column("finished", sa.Boolean, nullable=False, default=False),
-)
-
-pacing_table = sa.Table(  # one row per incident: the next free send slot, for NOTIFY_RATE
-    "pacing",
-    metadata,
-    sa.Column("incident_id", sa.String(64), primary_key=True),
-    sa.Column("next_slot", sa.Float, nullable=False),
-)
-
-fingerprints_table = sa.Table(  # what an incident's messages are made of, decided once
-    "fingerprints",
-    metadata,
-    sa.Column("incident_id", sa.String(64), primary_key=True),
-    sa.Column("templates", sa.String(64), nullable=False),
-    sa.Column("data", sa.String(64), nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-bounces_table = sa.Table(  # each bounce read, once: its fingerprint makes a re-read a no-op
-    "bounces",
-    metadata,
-    sa.Column("fingerprint", sa.String(64), primary_key=True),
-    sa.Column("incident_id", sa.String(64), nullable=False),
-    sa.Column("key", sa.String(320), nullable=False),
-    sa.Column("address", sa.String(320)),  # the address that bounced, as the bounce names it
-    sa.Column("kind", sa.String(16), nullable=False),  # hard, soft, sender, delayed, unknown
-    sa.Column("status", sa.String(16)),  # the enhanced status code, e.g. 5.1.1
-    sa.Column("diagnostic", sa.Text),
-    sa.Column("mailbox", sa.Text),  # where it was read
-    sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("bounces_by_recipient", "incident_id", "key"),
-)
-
-suppressions_table = sa.Table(  # addresses that bounced for good: never mailed again
-    "suppressions",
-    metadata,
-    sa.Column("address", sa.String(320), primary_key=True),  # normalised, as a ledger key
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("incident_id", sa.String(64)),  # where it bounced
-    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step. Each is idempotent, so a fresh ledger (whose tables already have
-    every column and index) and an old one end at the same schema."""
-
-    name: str
-    tables: tuple[sa.Table, ...] = ()  # created
-    columns: tuple[tuple[sa.Table, str], ...] = ()  # added to older tables
-    dropped_indexes: tuple[str, ...] = ()
-    indexes: tuple[sa.Index, ...] = ()  # created on older tables
-
-
-MIGRATIONS: dict[int, Migration] = {
-    1: Migration("recipients, events", (recipients_table, events_table)),
-    2: Migration(
-        "senders, pacing, fingerprints; claims and leases on recipients",
-        (senders_table, pacing_table, fingerprints_table),
-        ((recipients_table, "claimed_by"), (recipients_table, "lease_until")),
-    ),
-    3: Migration(
-        "bounces, suppressions; alternate address and re-sends on recipients",
-        (bounces_table, suppressions_table),
-        (
-            (recipients_table, "alt_email"),
-            (recipients_table, "sent_to"),
-            (recipients_table, "resends"),
-        ),
-    ),
-    4: Migration(
-        "history indexed by incident, in the order it was written",
-        dropped_indexes=("events_by_recipient",),
-        indexes=tuple(i for i in events_table.indexes if i.name == "events_by_incident"),
-    ),
-}
-SCHEMA_VERSION = max(MIGRATIONS)
+RESENT_STATES = (
+    State.DEFERRED,
+    State.SOFT_BOUNCED,
+    State.ALTERNATE,
+    State.BLOCKED,
+)  # what a re-send picks up
 REGISTER_CHUNK = 5_000  # registrations written per statement
 _REGISTER_COLUMNS = (
     *("incident_id", "key", "email", "token", "message_id", "state", "attempts"),
@@ -244,28 +122,7 @@ class Ledger:
 
     def migrate(self) -> int:
         """Apply every migration not yet recorded in the database; returns the version."""
-        with self.engine.begin() as connection:
-            if self.engine.dialect.name == "postgresql":  # two senders starting together
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(4242424242)"))
-            migrations_table.create(connection, checkfirst=True)
-            applied = set(connection.scalars(sa.select(migrations_table.c.version)))
-            for version, step in sorted(MIGRATIONS.items()):
-                if version in applied:
-                    continue
-                for table in step.tables:
-                    table.create(connection, checkfirst=True)
-                for table, column in step.columns:
-                    _add_column(connection, table, column)
-                for name in step.dropped_indexes:
-                    connection.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
-                for index in step.indexes:
-                    index.create(connection, checkfirst=True)
-                connection.execute(
-                    migrations_table.insert().values(
-                        version=version, name=step.name, applied_at=_now()
-                    )
-                )
-        return SCHEMA_VERSION
+        return migrate(self.engine)
 
     def register(self, incident_id: str, registrations: Iterable[Registration]) -> None:
         """Add recipients not yet known as PENDING; known ones keep their state. Written in
@@ -508,14 +365,6 @@ def _url(location: str | Path) -> sa.URL:
     return sa.URL.create("sqlite+pysqlite", database=str(path))
 
 
-def _add_column(connection: sa.Connection, table: sa.Table, name: str) -> None:
-    existing = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
-    if name not in existing:
-        column = table.c[name]
-        kind = column.type.compile(dialect=connection.dialect)
-        connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
-
-
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     """WAL keeps readers off the writer's back; NORMAL sync survives a killed process."""
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
@@ -533,3 +382,118 @@ def _reason(exc: Exception) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# -- reading recipients, history and suppressions --------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerRecipient:
+    """What the ledger knows of one recipient, for bounces, re-sends and reports."""
+
+    incident_id: str
+    key: str
+    email: str
+    state: State
+    sent_to: str | None
+    alt_email: str | None
+    resends: int
+    attempts: int
+    code: int | None
+    reply: str | None
+    first_row: int | None
+    source: str | None
+    updated_at: datetime
+
+    @property
+    def address(self) -> str:
+        """The address now in use: the alternate one after a hard bounce."""
+        return self.sent_to or self.email
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address no incident mails again, and why."""
+
+    address: str
+    reason: str
+    incident_id: str | None
+    added_at: datetime
+
+
+def recipients(
+    ledger: Ledger, incident_id: str, *, states: Iterable[State] | None = None
+) -> list[LedgerRecipient]:
+    """Every recipient of an incident (or those in `states`), in source order."""
+    table = recipients_table
+    query = sa.select(table).where(table.c.incident_id == incident_id)
+    if states is not None:
+        query = query.where(table.c.state.in_([s.value for s in states]))
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(query.order_by(table.c.first_row)).all()
+    return [_recipient(row) for row in rows]
+
+
+def by_tokens(ledger: Ledger, tokens: Iterable[str]) -> dict[str, LedgerRecipient]:
+    """Recipients of any incident by their VERP / Message-ID token."""
+    wanted = sorted(set(tokens))
+    if not wanted:
+        return {}
+    table = recipients_table
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(sa.select(table).where(table.c.token.in_(wanted))).all()
+    return {row.token: _recipient(row) for row in rows}
+
+
+def accepted_at(ledger: Ledger, incident_id: str) -> dict[str, datetime]:
+    """When the relay last accepted each recipient's message, from the history."""
+    table = events_table
+    query = (
+        sa.select(table.c.key, sa.func.max(table.c.at))
+        .where(table.c.incident_id == incident_id, table.c.state == State.ACCEPTED.value)
+        .group_by(table.c.key)
+    )
+    with ledger.engine.connect() as connection:
+        return {key: as_utc(at) for key, at in connection.execute(query)}
+
+
+def suppressed(ledger: Ledger, keys: Iterable[str] | None = None) -> dict[str, str]:
+    """Suppressed addresses (all, or those among `keys`) with the reason. The list is
+    read whole: it holds bounced addresses, far fewer than an incident's recipients."""
+    table = suppressions_table
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(sa.select(table.c.address, table.c.reason))
+        listed = {address: reason for address, reason in rows}
+    if keys is None:
+        return listed
+    return {key: listed[key] for key in keys if key in listed}
+
+
+def suppression_list(ledger: Ledger) -> list[Suppression]:
+    """Every suppressed address, newest first."""
+    table = suppressions_table
+    query = sa.select(table).order_by(table.c.added_at.desc(), table.c.address)
+    with ledger.engine.connect() as connection:
+        return [
+            Suppression(row.address, row.reason, row.incident_id, as_utc(row.added_at))
+            for row in connection.execute(query)
+        ]
+
+
+def _recipient(row: sa.Row[object]) -> LedgerRecipient:  # type: ignore[type-var]
+    m = row._mapping
+    return LedgerRecipient(
+        incident_id=m["incident_id"],
+        key=m["key"],
+        email=m["email"],
+        state=State(m["state"]),
+        sent_to=m["sent_to"],
+        alt_email=m["alt_email"],
+        resends=m["resends"] or 0,
+        attempts=m["attempts"] or 0,
+        code=m["code"],
+        reply=m["reply"],
+        first_row=m["first_row"],
+        source=m["source"],
+        updated_at=as_utc(m["updated_at"]),
+    )

@@ -8,8 +8,8 @@ import pytest
 
 from notify.errors import LedgerError
 from notify.ledger import Ledger, Registration
+from notify.ledger.claims import Sender, fleet, in_flight
 from notify.models import Outcome, State
-from notify.senders import Sender, fleet, in_flight
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from notify import recovery, suppressions
+from notify import schedule
 from notify.bounces.parse import Bounce, FailedRecipient
-from notify.ledger import Ledger, Registration
+from notify.ledger import Ledger, Registration, claims, store, transitions
 from notify.models import BounceKind, Outcome, State
 
 INCIDENT = "42"
@@ -42,12 +42,12 @@ def bounce(kind: BounceKind, address: str | None, *, status: str = "5.1.1", fp: 
     return Bounce(kind, [failed], [], [], None, fp)
 
 
-def person(ledger: Ledger, key: str) -> recovery.LedgerRecipient:
-    return next(r for r in recovery.recipients(ledger, INCIDENT) if r.key == key)
+def person(ledger: Ledger, key: str) -> store.LedgerRecipient:
+    return next(r for r in store.recipients(ledger, INCIDENT) if r.key == key)
 
 
 def record(ledger: Ledger, key: str, found: Bounce, now: datetime = NOW):
-    return recovery.record_bounce(
+    return transitions.record_bounce(
         ledger, person(ledger, key), found, mailbox="test", schedule=SCHEDULE, now=now
     )
 
@@ -61,7 +61,7 @@ def test_a_hard_bounce_suppresses_and_moves_to_the_alternate_once(ledger):
         "ann@example.org",
         "ann@example.org",
     )
-    assert suppressions.suppressed(ledger) == {
+    assert store.suppressed(ledger) == {
         "ann@example.com": "hard bounce: 5.1.1 550 5.1.1 said the server"
     }
     assert record(ledger, "ann@example.com", bounce(BounceKind.HARD, "ann@example.com")) is None
@@ -70,13 +70,13 @@ def test_a_hard_bounce_suppresses_and_moves_to_the_alternate_once(ledger):
 def test_a_hard_bounce_without_an_alternate_is_unreachable(ledger):
     effect = record(ledger, "bob@example.com", bounce(BounceKind.HARD, None))
     assert effect is not None and effect.state is State.HARD_BOUNCED
-    assert "bob@example.com" in suppressions.suppressed(ledger)
+    assert "bob@example.com" in store.suppressed(ledger)
 
 
 def test_a_late_bounce_from_the_first_address_does_not_undo_the_alternate(ledger):
     record(ledger, "ann@example.com", bounce(BounceKind.HARD, "ann@example.com", fp="first"))
     claimed = person(ledger, "ann@example.com")
-    recovery.claim(ledger, [claimed], holder="me", lease_until=0, now=NOW)
+    claims.claim(ledger, [claimed], holder="me", lease_until=0, now=NOW)
     ledger.record(INCIDENT, [Outcome("ann@example.com", State.ACCEPTED, 250, "ok")])
     late = bounce(BounceKind.HARD, "ann@example.com", fp="late")
     effect = record(ledger, "ann@example.com", late)
@@ -87,7 +87,7 @@ def test_sender_problems_never_mark_the_address_bad(ledger):
     policy = bounce(BounceKind.SENDER, "bob@example.com", status="5.7.1")
     effect = record(ledger, "bob@example.com", policy)
     assert effect is not None and effect.state is State.BLOCKED
-    assert suppressions.suppressed(ledger) == {}
+    assert store.suppressed(ledger) == {}
 
 
 def test_a_delayed_notice_changes_nothing(ledger):
@@ -101,11 +101,11 @@ def test_soft_bounces_fall_due_step_by_step_then_are_given_up(ledger):
     record(ledger, "bob@example.com", bounce(BounceKind.SOFT, None, status="4.2.2", fp="s1"))
     bob = person(ledger, "bob@example.com")
     assert bob.state is State.SOFT_BOUNCED
-    assert recovery.due([bob], SCHEDULE, NOW + timedelta(minutes=59)) == ([], [])
-    assert recovery.due([bob], SCHEDULE, NOW + timedelta(minutes=60)) == ([bob], [])
-    assert recovery.next_due([bob], SCHEDULE) == NOW + timedelta(hours=1)
+    assert schedule.due([bob], SCHEDULE, NOW + timedelta(minutes=59)) == ([], [])
+    assert schedule.due([bob], SCHEDULE, NOW + timedelta(minutes=60)) == ([bob], [])
+    assert schedule.next_due([bob], SCHEDULE) == NOW + timedelta(hours=1)
     spent = replace(bob, resends=2)
-    assert recovery.due([spent], SCHEDULE, NOW + timedelta(days=9)) == ([], [spent])
+    assert schedule.due([spent], SCHEDULE, NOW + timedelta(days=9)) == ([], [spent])
 
 
 def test_a_soft_bounce_after_the_last_step_gives_up_at_once(ledger):
@@ -115,10 +115,10 @@ def test_a_soft_bounce_after_the_last_step_gives_up_at_once(ledger):
         )
         bob = person(ledger, "bob@example.com")
         assert [
-            r.key for r in recovery.claim(ledger, [bob], holder="me", lease_until=0, now=NOW)
+            r.key for r in claims.claim(ledger, [bob], holder="me", lease_until=0, now=NOW)
         ] == ["bob@example.com"]
         assert (
-            recovery.claim(
+            claims.claim(
                 ledger, [person(ledger, "bob@example.com")], holder="me", lease_until=0, now=NOW
             )
             == []
@@ -133,11 +133,11 @@ def test_a_soft_bounce_after_the_last_step_gives_up_at_once(ledger):
 
 def test_two_claims_of_the_same_recipients_take_each_once(ledger):
     record(ledger, "bob@example.com", bounce(BounceKind.SOFT, None, status="4.2.2"))
-    seen = recovery.recipients(ledger, INCIDENT, states=[State.SOFT_BOUNCED])
-    first = recovery.claim(ledger, seen, holder="a", lease_until=1e12, now=NOW)
-    second = recovery.claim(ledger, seen, holder="b", lease_until=1e12, now=NOW)
+    seen = store.recipients(ledger, INCIDENT, states=[State.SOFT_BOUNCED])
+    first = claims.claim(ledger, seen, holder="a", lease_until=1e12, now=NOW)
+    second = claims.claim(ledger, seen, holder="b", lease_until=1e12, now=NOW)
     assert [r.key for r in first] == ["bob@example.com"] and second == []
-    recovery.restore(ledger, first)
+    claims.restore(ledger, first)
     assert person(ledger, "bob@example.com").state is State.SOFT_BOUNCED
 
 
@@ -146,9 +146,9 @@ def test_suppressions_are_applied_before_a_send_and_lifted(ledger):
         "43", [Registration("bob@example.com", "bob@example.com", "t43", "<t43>", 2, "x")]
     )
     record(ledger, "bob@example.com", bounce(BounceKind.HARD, None))
-    assert suppressions.apply_suppressions(ledger, "43", now=NOW) == 1
+    assert transitions.apply_suppressions(ledger, "43", now=NOW) == 1
     assert ledger.states("43") == {"bob@example.com": State.SUPPRESSED}
-    assert suppressions.lift(ledger, "BOB@example.com")
-    assert not suppressions.lift(ledger, "bob@example.com")
-    assert suppressions.apply_suppressions(ledger, "43", now=NOW) == 0
+    assert transitions.lift(ledger, "BOB@example.com")
+    assert not transitions.lift(ledger, "bob@example.com")
+    assert transitions.apply_suppressions(ledger, "43", now=NOW) == 0
     assert ledger.states("43") == {"bob@example.com": State.PENDING}

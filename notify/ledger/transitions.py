@@ -9,49 +9,18 @@ reasons (policy, spam, x.7.x) never marks the address bad.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from notify.bounces.parse import Bounce
-from notify.ledger import (
-    Ledger,
-    bounces_table,
-    events_table,
-    recipients_table,
-)
+from notify.ledger.schema import bounces_table, events_table, recipients_table, suppressions_table
+from notify.ledger.store import Ledger, LedgerRecipient, recipients
 from notify.models import BounceKind, State
 from notify.replies import classify, enhanced_status
-from notify.schedule import as_utc, due_at
-from notify.suppressions import suppress
-
-RESENT_STATES = (State.DEFERRED, State.SOFT_BOUNCED, State.ALTERNATE, State.BLOCKED)
-
-
-@dataclass(frozen=True)
-class LedgerRecipient:
-    """What the ledger knows of one recipient, for bounces, re-sends and reports."""
-
-    incident_id: str
-    key: str
-    email: str
-    state: State
-    sent_to: str | None
-    alt_email: str | None
-    resends: int
-    attempts: int
-    code: int | None
-    reply: str | None
-    first_row: int | None
-    source: str | None
-    updated_at: datetime
-
-    @property
-    def address(self) -> str:
-        """The address now in use: the alternate one after a hard bounce."""
-        return self.sent_to or self.email
+from notify.schedule import due_at
 
 
 @dataclass(frozen=True)
@@ -62,30 +31,6 @@ class BounceEffect:
     kind: BounceKind
     state: State  # the recipient's state afterwards (unchanged for delayed notices)
     address: str  # the address that bounced
-
-
-def recipients(
-    ledger: Ledger, incident_id: str, *, states: Iterable[State] | None = None
-) -> list[LedgerRecipient]:
-    """Every recipient of an incident (or those in `states`), in source order."""
-    table = recipients_table
-    query = sa.select(table).where(table.c.incident_id == incident_id)
-    if states is not None:
-        query = query.where(table.c.state.in_([s.value for s in states]))
-    with ledger.engine.connect() as connection:
-        rows = connection.execute(query.order_by(table.c.first_row)).all()
-    return [_recipient(row) for row in rows]
-
-
-def by_tokens(ledger: Ledger, tokens: Iterable[str]) -> dict[str, LedgerRecipient]:
-    """Recipients of any incident by their VERP / Message-ID token."""
-    wanted = sorted(set(tokens))
-    if not wanted:
-        return {}
-    table = recipients_table
-    with ledger.engine.connect() as connection:
-        rows = connection.execute(sa.select(table).where(table.c.token.in_(wanted))).all()
-    return {row.token: _recipient(row) for row in rows}
 
 
 def record_bounce(
@@ -201,106 +146,6 @@ def _refusal_kind(recipient: LedgerRecipient) -> BounceKind:
     return classify(code, f"{recipient.code or ''} {reply}".strip())
 
 
-def due(
-    candidates: Sequence[LedgerRecipient],
-    schedule: Sequence[float],
-    now: datetime,
-    *,
-    blocked: bool = False,
-) -> tuple[list[LedgerRecipient], list[LedgerRecipient]]:
-    """(due now, given up): soft bounces and deferrals by the schedule, alternates at
-    once, blocked ones only when the operator says the cause is fixed."""
-    ready: list[LedgerRecipient] = []
-    exhausted: list[LedgerRecipient] = []
-    for recipient in candidates:
-        if recipient.state is State.ALTERNATE or (blocked and recipient.state is State.BLOCKED):
-            ready.append(recipient)
-        elif recipient.state in (State.DEFERRED, State.SOFT_BOUNCED):
-            when = due_at(recipient.updated_at, recipient.resends, schedule)
-            if when is None:
-                exhausted.append(recipient)
-            elif when <= now:
-                ready.append(recipient)
-    return ready, exhausted
-
-
-def next_due(candidates: Sequence[LedgerRecipient], schedule: Sequence[float]) -> datetime | None:
-    """The earliest moment a scheduled re-send falls due, for `notify status`."""
-    times = [
-        due_at(r.updated_at, r.resends, schedule)
-        for r in candidates
-        if r.state in (State.DEFERRED, State.SOFT_BOUNCED)
-    ]
-    return min((t for t in times if t is not None), default=None)
-
-
-def claim(
-    ledger: Ledger,
-    chosen: Sequence[LedgerRecipient],
-    *,
-    holder: str,
-    lease_until: float,
-    now: datetime,
-) -> list[LedgerRecipient]:
-    """Mark the chosen recipients SENDING for this holder, each only if nobody changed it
-    since it was read: two `notify resend` started together never send the same one."""
-    table = recipients_table
-    taken = []
-    with ledger.engine.begin() as connection:
-        for recipient in (r for r in chosen if r.state in RESENT_STATES):
-            step = 0 if recipient.state is State.ALTERNATE else 1
-            result = connection.execute(
-                table.update()
-                .where(
-                    table.c.incident_id == recipient.incident_id,
-                    table.c.key == recipient.key,
-                    table.c.state == recipient.state.value,
-                    table.c.updated_at == recipient.updated_at,
-                )
-                .values(
-                    state=State.SENDING.value,
-                    claimed_by=holder,
-                    lease_until=lease_until,
-                    attempts=table.c.attempts + 1,
-                    resends=sa.func.coalesce(table.c.resends, 0) + step,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount == 1:
-                taken.append(recipient)
-    return taken
-
-
-def restore(ledger: Ledger, claimed: Sequence[LedgerRecipient]) -> None:
-    """Put claimed recipients that never left back as they were, schedule and all."""
-    table = recipients_table
-    with ledger.engine.begin() as connection:
-        for recipient in claimed:
-            connection.execute(
-                table.update()
-                .where(table.c.incident_id == recipient.incident_id, table.c.key == recipient.key)
-                .values(
-                    state=recipient.state.value,
-                    resends=recipient.resends,
-                    updated_at=recipient.updated_at,
-                    claimed_by=None,
-                    lease_until=None,
-                )
-            )
-
-
-def accepted_at(ledger: Ledger, incident_id: str) -> dict[str, datetime]:
-    """When the relay last accepted each recipient's message, from the history."""
-    table = events_table
-    query = (
-        sa.select(table.c.key, sa.func.max(table.c.at))
-        .where(table.c.incident_id == incident_id, table.c.state == State.ACCEPTED.value)
-        .group_by(table.c.key)
-    )
-    with ledger.engine.connect() as connection:
-        return {key: as_utc(at) for key, at in connection.execute(query)}
-
-
 def give_up(ledger: Ledger, exhausted: Sequence[LedgerRecipient], *, now: datetime) -> None:
     """The schedule ran out: list them for a personal follow-up, send no more."""
     with ledger.engine.begin() as connection:
@@ -339,24 +184,48 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
 
 
-def _recipient(row: sa.Row[object]) -> LedgerRecipient:  # type: ignore[type-var]
-    m = row._mapping
-    return LedgerRecipient(
-        incident_id=m["incident_id"],
-        key=m["key"],
-        email=m["email"],
-        state=State(m["state"]),
-        sent_to=m["sent_to"],
-        alt_email=m["alt_email"],
-        resends=m["resends"] or 0,
-        attempts=m["attempts"] or 0,
-        code=m["code"],
-        reply=m["reply"],
-        first_row=m["first_row"],
-        source=m["source"],
-        updated_at=as_utc(m["updated_at"]),
-    )
+# -- suppressions: addresses that bounced for good ----------------------------------------
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def lift(ledger: Ledger, address: str) -> bool:
+    """Remove an address from the suppression list; False when it was not on it."""
+    table = suppressions_table
+    with ledger.engine.begin() as connection:
+        result = connection.execute(table.delete().where(table.c.address == address.lower()))
+    return result.rowcount > 0
+
+
+def apply_suppressions(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
+    """Before a send: take suppressed addresses out of what is still owed, and give back
+    to PENDING those whose suppression was lifted. Returns how many are suppressed.
+
+    Two set-wise statements, so a million recipients cost what a few do."""
+    table, listed = recipients_table, suppressions_table
+    is_listed = sa.exists().where(listed.c.address == table.c.key)
+    reason = sa.select(listed.c.reason).where(listed.c.address == table.c.key).scalar_subquery()
+    mine = table.c.incident_id == incident_id
+    with ledger.engine.begin() as connection:
+        connection.execute(
+            table.update()
+            .where(mine, table.c.state == State.PENDING.value, is_listed)
+            .values(state=State.SUPPRESSED.value, reply=reason, updated_at=now)
+        )
+        connection.execute(
+            table.update()
+            .where(mine, table.c.state == State.SUPPRESSED.value, ~is_listed)
+            .values(state=State.PENDING.value, reply=None, updated_at=now)
+        )
+        count = sa.select(sa.func.count()).where(mine, table.c.state == State.SUPPRESSED.value)
+        return int(connection.execute(count).scalar_one())
+
+
+def suppress(
+    connection: sa.Connection,
+    ledger: Ledger,
+    address: str,
+    reason: str,
+    incident_id: str,
+    now: datetime,
+) -> None:
+    row = {"address": address, "reason": reason, "incident_id": incident_id, "added_at": now}
+    connection.execute(ledger.insert(suppressions_table).on_conflict_do_nothing(), row)
