@@ -23,6 +23,7 @@ from notify.compose import Outgoing
 from notify.errors import DeliveryError
 from notify.models import Outcome, RunSummary, State
 from notify.replies import Verdict, retry_after, verdict
+from notify.settings import Settings
 from notify.transports.protocol import Transport
 
 DEFAULT_BATCH_SIZE = 20
@@ -214,6 +215,15 @@ def deliver(
     if run.error:
         raise run.error
     return _summary(run.final)
+
+
+def delivery_options(settings: Settings, messages: int) -> DeliveryOptions:
+    """The settings' connections (no more than one per batch of 20) and retries."""
+    return DeliveryOptions(
+        connections=max(1, min(settings.connections, messages // 20)),
+        retries=settings.retries,
+        first_retry_delay=settings.retry_delay,
+    )
 
 
 @contextlib.contextmanager

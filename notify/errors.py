@@ -10,6 +10,7 @@
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
     ├── ConfirmationError           exit 2: sending needs --yes without a terminal
+    ├── StoppedError                a send stopped part way: its cause's line and exit code
     └── DeliveryError               exit 4: the relay cannot be used at all
         ├── ConnectError            the relay is unreachable or TLS failed (host, port)
         ├── AuthError               the relay refused the login (host, port, user)
@@ -26,6 +27,12 @@ EXIT_UNDELIVERED = 1  # some recipients were not delivered; the summary says who
 EXIT_USAGE = 2  # bad options (click's own), or --yes missing without a terminal
 EXIT_STOPPED = 3  # bad input or settings: stopped before anything was sent
 EXIT_DELIVERY = 4  # the relay could not be used; nothing more was sent
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was sent is recorded; run the same command again
+
+
+def exit_status(*, undelivered: int) -> int:
+    """The code of a run that went to the end: 1 while anyone it tried is not delivered."""
+    return EXIT_UNDELIVERED if undelivered else EXIT_OK
 
 
 class NotifyError(Exception):
@@ -87,6 +94,16 @@ class ConfirmationError(NotifyError):
     """Sending needs an explicit yes, and there is nobody to ask."""
 
     exit_code = EXIT_USAGE
+
+
+class StoppedError(NotifyError):
+    """A send stopped part way by another error; says how far it got and to run it again."""
+
+    def __init__(self, cause: NotifyError, *, accepted: int) -> None:
+        super().__init__(
+            f"{cause} (stopped after {accepted} accepted; run the same command again to continue)"
+        )
+        self.exit_code = cause.exit_code
 
 
 class DeliveryError(NotifyError):

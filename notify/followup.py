@@ -23,28 +23,21 @@ from notify.bounces.parse import parse_bounce
 from notify.cleaning.addresses import TYPO_REASON, normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Outgoing
-from notify.delivery import ListSource, deliver
+from notify.delivery import ListSource, deliver, delivery_options
 from notify.errors import LedgerError, RenderError
+from notify.incident import Incident, fingerprints, load_incident
 from notify.ledger import Ledger, claims, store, transitions
 from notify.ledger.claims import Sender
 from notify.ledger.store import LedgerRecipient
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
 from notify.models import ROW_COLUMN, SOURCE_COLUMN, BounceKind, Outcome, Reject, RunSummary, State
-from notify.pipeline import (
-    Incident,
-    delivery_options,
-    fingerprints,
-    ledger_exists,
-    load_incident,
-    open_ledger,
-)
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
-from notify.settings import Settings, load_settings
+from notify.settings import Settings
 from notify.sources.load import load_sources
 from notify.transports.smtp import SmtpTransport
-from notify.workspace import Workspace
+from notify.workspace import Context
 
 
 @dataclass(frozen=True)
@@ -71,9 +64,8 @@ class BounceRun:
 
 
 def read_bounces(
-    workspace: Workspace,
+    context: Context,
     incident_id: str,
-    environ: Mapping[str, str],
     *,
     mbox: Path | None = None,
     maildir: Path | None = None,
@@ -82,9 +74,9 @@ def read_bounces(
     now: datetime | None = None,
 ) -> BounceRun:
     """Match every bounce in one mailbox to its recipient and record it once."""
-    load_manifest(workspace, incident_id)
-    settings = load_settings(workspace, environ)
-    ledger = _existing_ledger(workspace, settings, incident_id)
+    load_manifest(context.workspace, incident_id)
+    settings = context.settings
+    ledger = _existing_ledger(context, incident_id)
     moment = now or schedule.utc_now()
     with _open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
         run = BounceRun(box.where)
@@ -133,13 +125,13 @@ def _open_mailbox(
     return open_imap(settings)
 
 
-def _existing_ledger(workspace: Workspace, settings: Settings, incident_id: str) -> Ledger:
-    if not ledger_exists(workspace, settings):
+def _existing_ledger(context: Context, incident_id: str) -> Ledger:
+    if not context.ledger_exists():
         raise LedgerError(
             f"nothing has been sent for incident {incident_id} from this workspace, so no "
             f"bounce can be matched; run notify send --incident {incident_id} first"
         )
-    return open_ledger(workspace, settings)
+    return context.ledger()
 
 
 @dataclass
@@ -154,9 +146,8 @@ class ResendRun:
 
 
 def resend(
-    workspace: Workspace,
+    context: Context,
     incident_id: str,
-    environ: Mapping[str, str],
     *,
     now: datetime | None = None,
     blocked: bool = False,
@@ -164,9 +155,9 @@ def resend(
 ) -> ResendRun:
     """Send what the schedule says is due; safe from cron and when two run at once."""
     moment = now or schedule.utc_now()
-    incident = load_incident(workspace, incident_id, environ)
+    incident = load_incident(context, incident_id)
     settings = incident.settings
-    ledger = _existing_ledger(workspace, settings, incident_id)
+    ledger = _existing_ledger(context, incident_id)
     templates, data = fingerprints(incident)
     ledger.check_fingerprint(incident_id, templates=templates, data=data)
     changed = transitions.settle_refusals(ledger, incident_id, now=moment)
@@ -191,7 +182,7 @@ def _render_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str,
         if entry.sent_to:
             recipient = dataclasses.replace(recipient, email=entry.sent_to)
         try:
-            rendered = render(incident.templates, recipient, incident.context)
+            rendered = render(incident.templates, recipient, incident.template_context)
         except RenderError as exc:
             problems.append(str(exc))
             continue
@@ -258,21 +249,21 @@ class IncidentReport:
         return reports.counts(self.rows)
 
 
-def report(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> IncidentReport:
+def report(context: Context, incident_id: str) -> IncidentReport:
     """The ledger's outcomes joined with the export's rows (phone, account id), plus the
     rows that never had a valid address."""
+    workspace = context.workspace
     manifest = load_manifest(workspace, incident_id)
-    settings = load_settings(workspace, environ)
     frame = load_sources(
-        manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
+        manifest.sources, root=workspace.root, incident_id=incident_id, environ=context.environ
     )
     where = workspace.relative(manifest.path)
     cleaned = clean(frame, columns=manifest.columns, items=manifest.items, where=where)
     contact = _contact_by_row(frame)
     known: dict[str, LedgerRecipient] = {}
     accepted_at: dict[str, datetime] = {}
-    if ledger_exists(workspace, settings):
-        ledger = open_ledger(workspace, settings)
+    if context.ledger_exists():
+        ledger = context.ledger()
         known = {r.key: r for r in store.recipients(ledger, incident_id)}
         accepted_at = store.accepted_at(ledger, incident_id)
     rows: list[reports.ReportRow] = []
@@ -342,29 +333,22 @@ class SchedulePlan:
     units: dict[str, str]
 
 
-def schedule_plan(
-    workspace: Workspace, incident_id: str, environ: Mapping[str, str]
-) -> SchedulePlan:
+def schedule_plan(context: Context, incident_id: str) -> SchedulePlan:
     """The ready-made lines that run `notify resend` for this incident every few minutes."""
-    load_manifest(workspace, incident_id)
-    settings = load_settings(workspace, environ)
+    load_manifest(context.workspace, incident_id)
     return SchedulePlan(
-        describe_schedule(settings.resend_schedule),
-        crontab_line(workspace.root, incident_id),
-        systemd_units(workspace.root, incident_id),
+        describe_schedule(context.settings.resend_schedule),
+        crontab_line(context.workspace.root, incident_id),
+        systemd_units(context.workspace.root, incident_id),
     )
 
 
-def suppression_list(workspace: Workspace, environ: Mapping[str, str]) -> list[store.Suppression]:
+def suppression_list(context: Context) -> list[store.Suppression]:
     """Every suppressed address in the configured ledger."""
-    settings = load_settings(workspace, environ)
-    return store.suppression_list(open_ledger(workspace, settings))
+    return store.suppression_list(context.ledger())
 
 
-def lift_suppressions(
-    workspace: Workspace, environ: Mapping[str, str], addresses: Sequence[str]
-) -> set[str]:
+def lift_suppressions(context: Context, addresses: Sequence[str]) -> set[str]:
     """Lift each address; returns those that were suppressed."""
-    settings = load_settings(workspace, environ)
-    ledger = open_ledger(workspace, settings)
+    ledger = context.ledger()
     return {a.lower() for a in addresses if transitions.lift(ledger, a)}

@@ -126,6 +126,18 @@ class Outcome:
     reply: str = ""
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    """A recipient a run tried and did not deliver, as the ledger has it now."""
+
+    key: str
+    email: str
+    state: State
+    code: int | None
+    reply: str | None
+    first_row: int | None
+
+
 @dataclass
 class RunSummary:
     """Counts a send (or preview) run prints at the end."""

@@ -6,11 +6,14 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dotenv import dotenv_values
 
 from notify.errors import SettingsError
-from notify.workspace import Workspace
+
+if TYPE_CHECKING:
+    from notify.workspace import Workspace
 
 SECURITY_MODES = ("starttls", "tls", "none")
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}

@@ -14,9 +14,7 @@ from notify.ledger import SCHEMA_VERSION, Ledger, store
 from notify.ledger.claims import SenderInfo, fleet, in_flight
 from notify.manifest import load_manifest
 from notify.models import State
-from notify.pipeline import ledger_exists, open_ledger
-from notify.settings import load_settings
-from notify.workspace import Workspace
+from notify.workspace import Context
 
 
 @dataclass
@@ -45,17 +43,17 @@ class StatusReport:
         }
 
 
-def status(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -> StatusReport:
+def status(context: Context, incident_id: str) -> StatusReport:
     """Read the ledger only: cheap enough to run every few seconds."""
-    load_manifest(workspace, incident_id)  # a typo in the id should say so, not print zeros
-    settings = load_settings(workspace, environ)
-    if not ledger_exists(workspace, settings):
+    load_manifest(context.workspace, incident_id)  # a typo in the id should say so, not zeros
+    settings = context.settings
+    if not context.ledger_exists():
         return StatusReport(
             incident_id,
             dict.fromkeys(State, 0),
             f"nothing sent yet: run notify check --incident {incident_id}",
         )
-    ledger = open_ledger(workspace, settings)
+    ledger = context.ledger()
     counts = ledger.counts(incident_id)
     next_due = None
     if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
@@ -117,18 +115,14 @@ class LedgerInfo:
     incidents: dict[str, int]
 
 
-def ledger_info(workspace: Workspace, environ: Mapping[str, str]) -> LedgerInfo:
+def ledger_info(context: Context) -> LedgerInfo:
     """Open (and so migrate) the configured ledger and describe it."""
-    settings = load_settings(workspace, environ)
-    ledger = open_ledger(workspace, settings)
+    ledger = context.ledger()
     return LedgerInfo(ledger.where, SCHEMA_VERSION, ledger.migrations(), ledger.incidents())
 
 
-def ledger_copy(
-    workspace: Workspace, environ: Mapping[str, str], *, target: str
-) -> tuple[int, str]:
+def ledger_copy(context: Context, *, target: str) -> tuple[int, str]:
     """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
-    settings = load_settings(workspace, environ)
-    source = open_ledger(workspace, settings)
+    source = context.ledger()
     destination = Ledger.open(target)
     return source.copy_to(destination), destination.where

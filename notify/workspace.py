@@ -1,12 +1,16 @@
-"""Where an incident's files live, so no other module builds paths by hand."""
+"""Where an incident's files live, and the Context a command works in (built once)."""
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from notify.errors import WorkspaceError
+from notify.ledger import Ledger
+from notify.settings import Settings, load_settings, read_environment
 
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -68,3 +72,35 @@ def check_incident_id(incident_id: str) -> str:
             "name the manifest incidents/<ID>.toml accordingly"
         )
     return incident_id
+
+
+class Context:
+    """One command's world: the workspace, its settings and its ledger.
+
+    Built once at the edge (the CLI), so settings are read and validated in one place and
+    the ledger is opened at most once, and only by a command that needs it."""
+
+    def __init__(self, workspace: Workspace, settings: Settings, environ: Mapping[str, str]):
+        self.workspace = workspace
+        self.settings = settings
+        self.environ = environ  # for ${VAR} in a source URL: .env, then the environment
+
+    @classmethod
+    def open(cls, root: Path, environ: Mapping[str, str]) -> Context:
+        """The workspace at `root`, with .env and `environ` read and checked now."""
+        workspace = Workspace.open(root)
+        settings = load_settings(workspace, environ)
+        return cls(workspace, settings, read_environment(workspace, environ))
+
+    def ledger(self) -> Ledger:
+        """NOTIFY_LEDGER when set, else the workspace's own SQLite file; opened once."""
+        return self._ledger
+
+    @functools.cached_property
+    def _ledger(self) -> Ledger:
+        return Ledger.open(self.settings.ledger or self.workspace.default_ledger)
+
+    def ledger_exists(self) -> bool:
+        """Whether anything was ever sent from here: reading commands say so instead of
+        creating an empty ledger."""
+        return bool(self.settings.ledger) or self.workspace.default_ledger.exists()

@@ -78,8 +78,8 @@ def test_send_delivers_one_message_per_recipient(workspace, run_cli, smtp_server
 def test_a_send_renders_each_message_once(workspace, run_cli, smtp_server, monkeypatch):
     """The check builds every message before anything leaves; the send takes those bytes
     from the spool instead of rendering them again."""
+    import notify.incident
     import notify.messages.pool
-    import notify.pipeline
 
     rendered: list[str] = []
 
@@ -91,7 +91,7 @@ def test_a_send_renders_each_message_once(workspace, run_cli, smtp_server, monke
         return wrapped
 
     monkeypatch.setattr(notify.messages.pool, "render", counting(notify.messages.pool.render))
-    monkeypatch.setattr(notify.pipeline, "render", counting(notify.pipeline.render))
+    monkeypatch.setattr(notify.incident, "render", counting(notify.incident.render))
     workspace.smtp(smtp_server)
     result = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert result.exit_code == 0, result.output

@@ -279,7 +279,7 @@ def test_undelivered_lists_everyone_not_accepted_by_first_row(ledger: Ledger) ->
         [Outcome("sent@x.io", State.ACCEPTED, 250), Outcome("mid@x.io", State.REFUSED, 550, "no")],
     )
     shown = ("email", "state", "code", "reply", "first_row")
-    assert [{k: row[k] for k in shown} for row in ledger.undelivered(INCIDENT)] == [
+    assert [{k: getattr(row, k) for k in shown} for row in ledger.undelivered(INCIDENT)] == [
         {"email": "early@x.io", "state": "pending", "code": None, "reply": None, "first_row": 3},
         {"email": "mid@x.io", "state": "refused", "code": 550, "reply": "no", "first_row": 40},
         {"email": "late@x.io", "state": "pending", "code": None, "reply": None, "first_row": 90},

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import re
 
-from notify import pipeline
+from notify.incident import load_incident
 from notify.messages import pool as workers
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
-from notify.workspace import Workspace
+from notify.workspace import Context
 from tests.conftest import make_rows
 
 DATE = re.compile(rb"^Date: .*\r\n", re.MULTILINE)
 
 
 def load(workspace):
-    return pipeline.load_incident(Workspace.open(workspace.root), "42", {})
+    return load_incident(Context.open(workspace.root, {}), "42")
 
 
 def test_two_processes_build_the_same_messages_in_order(workspace):

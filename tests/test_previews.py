@@ -10,14 +10,14 @@ from notify import pipeline
 from notify.compose import Outgoing
 from notify.errors import RenderError
 from notify.transports.preview import PreviewWriter
-from notify.workspace import Workspace
+from notify.workspace import Context
 from tests.conftest import make_rows
 
 SUBJECT = "Hello {{ customer.name }}\n"
 
 
 def preview(workspace, **options):
-    return pipeline.preview(Workspace.open(workspace.root), "42", {}, **options)
+    return pipeline.preview(Context.open(workspace.root, {}), "42", **options)
 
 
 @pytest.mark.parametrize("count", [30, 4500])  # rendered here, and in worker processes
@@ -54,7 +54,7 @@ def test_the_error_is_the_one_check_gives(workspace, tmp_path):
     rows[7][0] = ""
     workspace.rows(rows)
     workspace.write("templates/apology/subject.j2", SUBJECT)
-    report = pipeline.check(Workspace.open(workspace.root), "42", {})
+    report = pipeline.check(Context.open(workspace.root, {}), "42")
     with pytest.raises(RenderError) as raised:
         preview(workspace, folder=tmp_path / "previews", limit=3)
     assert str(raised.value) == str(pipeline.summarise_problems(report.problems))

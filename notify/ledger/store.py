@@ -31,7 +31,7 @@ from notify.ledger.schema import (
     recipients_table,
     suppressions_table,
 )
-from notify.models import Outcome, State
+from notify.models import Outcome, State, Undelivered
 from notify.schedule import as_utc
 
 RESENT_STATES = (
@@ -195,7 +195,7 @@ class Ledger:
             found = {State(state): count for state, count in connection.execute(query)}
         return {state: found.get(state, 0) for state in State}
 
-    def undelivered(self, incident_id: str) -> list[dict[str, object]]:
+    def undelivered(self, incident_id: str) -> list[Undelivered]:
         """Recipients not accepted, with the last reply, for summaries and reports."""
         table = recipients_table
         query = (
@@ -211,7 +211,10 @@ class Ledger:
             .order_by(table.c.first_row)
         )
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            return [
+                Undelivered(key, email, State(state), code, reply, first_row)
+                for key, email, state, code, reply, first_row in connection.execute(query)
+            ]
 
     def migrations(self) -> list[tuple[int, str]]:
         """The migrations recorded in this database, oldest first."""

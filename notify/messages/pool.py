@@ -13,16 +13,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.pool import AsyncResult, Pool
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from notify.compose import Outgoing
 from notify.errors import RenderError
+from notify.incident import Incident
 from notify.messages.spool import Spool
 from notify.models import Recipient
 from notify.rendering import render
-
-if TYPE_CHECKING:
-    from notify.pipeline import Incident
 
 CHUNK = 500  # recipients per task: large enough to amortise the pickling round trip
 MIN_RECIPIENTS = 4000  # below this a pool costs more than it saves
@@ -147,7 +145,7 @@ def _check_span(
     composer = incident.composer
     for position in span:
         try:
-            rendered = render(incident.templates, recipients[position], incident.context)
+            rendered = render(incident.templates, recipients[position], incident.template_context)
             if build:
                 built.append((position, composer.compose(rendered).data))
             else:

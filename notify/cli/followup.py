@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,16 +15,16 @@ from pathlib import Path
 import click
 
 from notify import followup, reports
-from notify.cli_options import (
+from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
     as_utc,
     incident_option,
     now_option,
+    open_context,
     outcome_counts,
     workspace_option,
 )
-from notify.errors import EXIT_UNDELIVERED
-from notify.workspace import Workspace
+from notify.errors import exit_status
 
 
 @click.command()
@@ -53,9 +52,8 @@ def bounces(
     if sum((mbox is not None, maildir is not None, imap)) != 1:
         raise click.UsageError("give exactly one of --mbox FILE, --maildir DIR or --imap")
     run = followup.read_bounces(
-        Workspace.open(workspace_dir),
+        open_context(workspace_dir),
         incident_id,
-        os.environ,
         mbox=mbox,
         maildir=maildir,
         imap=imap,
@@ -96,7 +94,7 @@ def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime |
     Made for cron or a systemd timer (see notify schedule): it asks nothing, and two
     copies started at once never send the same message."""
     run = followup.resend(
-        Workspace.open(workspace_dir), incident_id, os.environ, now=as_utc(now), blocked=blocked
+        open_context(workspace_dir), incident_id, now=as_utc(now), blocked=blocked
     )
     s = run.summary
     if run.changed_refusals:
@@ -109,8 +107,7 @@ def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime |
         click.echo("Nothing is due.")
     if run.next_due is not None:
         click.echo(f"Next re-send due {run.next_due:%Y-%m-%d %H:%M} UTC.")
-    if s.undelivered:
-        sys.exit(EXIT_UNDELIVERED)
+    sys.exit(exit_status(undelivered=len(s.undelivered)))
 
 
 @click.command()
@@ -131,7 +128,7 @@ def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime |
 )
 def report(incident_id: str, workspace_dir: Path, output_format: str, output: Path | None) -> None:
     """Every customer's outcome, the unreachable first with their export row (phone)."""
-    result = followup.report(Workspace.open(workspace_dir), incident_id, os.environ)
+    result = followup.report(open_context(workspace_dir), incident_id)
     title = f"Incident {incident_id}: {result.title}"
     with click.open_file(str(output or "-"), "w", encoding="utf-8") as out:
         if output_format == "html":
@@ -148,8 +145,8 @@ def report(incident_id: str, workspace_dir: Path, output_format: str, output: Pa
 @workspace_option
 def schedule(incident_id: str, workspace_dir: Path) -> None:
     """Print a crontab line and systemd units that run notify resend every few minutes."""
-    workspace = Workspace.open(workspace_dir)
-    plan = followup.schedule_plan(workspace, incident_id, os.environ)
+    context = open_context(workspace_dir)
+    plan = followup.schedule_plan(context, incident_id)
     click.echo(f"# Re-send schedule: {plan.steps}")
     click.echo("# crontab -e, then add:")
     click.echo(plan.crontab)
@@ -170,7 +167,7 @@ def suppressions() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def suppressions_list(workspace_dir: Path, as_json: bool) -> None:
     """Every suppressed address, newest first, with the reason."""
-    entries = followup.suppression_list(Workspace.open(workspace_dir), os.environ)
+    entries = followup.suppression_list(open_context(workspace_dir))
     if as_json:
         rows = [{**dataclasses.asdict(e), "added_at": e.added_at.isoformat()} for e in entries]
         click.echo(json.dumps(rows, indent=2))
@@ -187,7 +184,7 @@ def suppressions_list(workspace_dir: Path, as_json: bool) -> None:
 @click.argument("addresses", nargs=-1, required=True)
 def suppressions_lift(workspace_dir: Path, addresses: tuple[str, ...]) -> None:
     """Mail ADDRESSES again (e.g. the customer fixed their mailbox)."""
-    lifted = followup.lift_suppressions(Workspace.open(workspace_dir), os.environ, addresses)
+    lifted = followup.lift_suppressions(open_context(workspace_dir), addresses)
     for address in addresses:
         click.echo(f"{address}: {'lifted' if address.lower() in lifted else 'was not suppressed'}")
 

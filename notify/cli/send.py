@@ -1,73 +1,43 @@
-"""The command line: parse options, call one pipeline verb, print, exit with the contract's code."""
+"""The commands before and at the send: check, send (and its previews and test sends),
+status, and the ledger. Each parses options, calls one verb, prints."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from notify import __version__, cli_followup, pipeline
+from notify import pipeline
 from notify import status as standing
-from notify.cli_options import (
-    CONTEXT_SETTINGS,
-    EXIT_INTERRUPTED,
+from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
     incident_option,
+    open_context,
     outcome_counts,
     typo_domains_option,
     workspace_option,
 )
-from notify.errors import (
-    EXIT_OK,
-    EXIT_UNDELIVERED,
-    ConfirmationError,
-    NotifyError,
-)
-from notify.models import Outcome, State
-from notify.workspace import Workspace
+from notify.errors import ConfirmationError, exit_status
+from notify.models import Outcome, State, Undelivered
 
 
-class NotifyGroup(click.Group):
-    """Turns every expected failure into one 'Error: ...' line and the contract's exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except NotifyError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except (KeyboardInterrupt, click.exceptions.Abort):
-            click.echo("\nInterrupted; run the same command again to continue.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-
-
-@click.group(cls=NotifyGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, prog_name="notify")
-def cli() -> None:
-    """Tell every customer hit by an incident, personally, correctly, once, and fast."""
-
-
-@cli.command()
+@click.command()
 @incident_option
 @workspace_option
 @typo_domains_option
 def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> None:
     """Load, clean and render every message; send nothing; print the numbers."""
-    workspace = Workspace.open(workspace_dir)
-    report = pipeline.check(
-        workspace, incident_id, os.environ, allow_typo_domains=allow_typo_domains
-    )
+    context = open_context(workspace_dir)
+    report = pipeline.check(context, incident_id, allow_typo_domains=allow_typo_domains)
     _print_check(report)
     pipeline.require_ok(report)
     click.echo(f"\nAll good. Next: notify send --incident {incident_id} --dry-run")
 
 
-@cli.command()
+@click.command()
 @incident_option
 @workspace_option
 @click.option("--dry-run", is_flag=True, help="Write previews to a folder; send nothing.")
@@ -97,12 +67,11 @@ def send(
     allow_typo_domains: bool,
 ) -> None:
     """Check, confirm, then send to everyone not yet sent to (re-running is safe)."""
-    workspace = Workspace.open(workspace_dir)
+    context = open_context(workspace_dir)
     if dry_run:
         result = pipeline.preview(
-            workspace,
+            context,
             incident_id,
-            os.environ,
             folder=preview_dir,
             limit=limit,
             allow_typo_domains=allow_typo_domains,
@@ -114,9 +83,8 @@ def send(
         return
     if test_address:
         result = pipeline.test_send(
-            workspace,
+            context,
             incident_id,
-            os.environ,
             address=test_address,
             limit=limit or 1,
             allow_typo_domains=allow_typo_domains,
@@ -126,11 +94,10 @@ def send(
             f"Test send: {s.accepted} of {s.attempted} message(s) accepted for {test_address}."
         )
         click.echo("No customer was marked as sent.")
-        sys.exit(EXIT_OK if s.accepted == s.attempted else EXIT_UNDELIVERED)
+        sys.exit(exit_status(undelivered=s.attempted - s.accepted))
     plan = pipeline.plan_send(
-        workspace,
+        context,
         incident_id,
-        os.environ,
         limit=limit,
         accept_changes=accept_changes,
         allow_typo_domains=allow_typo_domains,
@@ -139,11 +106,11 @@ def send(
     if not plan.to_send:
         click.echo("\nNothing to send: everyone has been sent to already.")
         return
-    _confirm(plan, yes)
-    _send_with_progress(plan)
+    if _confirmed(plan, yes):
+        _send_with_progress(plan)
 
 
-@cli.command()
+@click.command()
 @incident_option
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -159,9 +126,9 @@ def status(
     incident_id: str, workspace_dir: Path, as_json: bool, watch: bool, interval: float
 ) -> None:
     """Counts by state, the senders at work, and what is due next."""
-    workspace = Workspace.open(workspace_dir)
+    context = open_context(workspace_dir)
     while True:
-        report = standing.status(workspace, incident_id, os.environ)
+        report = standing.status(context, incident_id)
         if watch and sys.stdout.isatty():
             click.clear()
         if as_json:
@@ -193,7 +160,7 @@ def _print_status(report: standing.StatusReport) -> None:
         click.echo(f"      {clause}")
 
 
-@cli.group()
+@click.group()
 def ledger() -> None:
     """The delivery ledger: where it lives, its schema, moving it."""
 
@@ -202,7 +169,7 @@ def ledger() -> None:
 @workspace_option
 def ledger_info(workspace_dir: Path) -> None:
     """Where the ledger lives, its schema version and its incidents."""
-    info = standing.ledger_info(Workspace.open(workspace_dir), os.environ)
+    info = standing.ledger_info(open_context(workspace_dir))
     click.echo(f"Ledger: {info.where}")
     click.echo(f"Schema version: {info.version}")
     for version, name in info.migrations:
@@ -215,7 +182,7 @@ def ledger_info(workspace_dir: Path) -> None:
 @workspace_option
 def ledger_migrate(workspace_dir: Path) -> None:
     """Bring the ledger's schema up to date (also done on first use)."""
-    info = standing.ledger_info(Workspace.open(workspace_dir), os.environ)
+    info = standing.ledger_info(open_context(workspace_dir))
     click.echo(f"Ledger {info.where} is at schema version {info.version}.")
 
 
@@ -224,7 +191,7 @@ def ledger_migrate(workspace_dir: Path) -> None:
 @click.option("--to", "target", required=True, metavar="URL", help="The ledger to copy into.")
 def ledger_copy(workspace_dir: Path, target: str) -> None:
     """Copy the ledger into another, e.g. SQLite into PostgreSQL; then set NOTIFY_LEDGER."""
-    copied, where = standing.ledger_copy(Workspace.open(workspace_dir), os.environ, target=target)
+    copied, where = standing.ledger_copy(open_context(workspace_dir), target=target)
     click.echo(f"Copied {copied} row(s) into {where}. Next: point NOTIFY_LEDGER there in .env")
 
 
@@ -253,7 +220,7 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
 
 
-def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:
+def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:
     incident = plan.incident
     settings = incident.settings
     question = (
@@ -263,14 +230,15 @@ def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:
         + "?"
     )
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise ConfirmationError(
             "sending needs a yes and there is no terminal to ask; run again with --yes"
         )
-    if not click.confirm(question, default=False):
-        click.echo("Nothing sent.")
-        sys.exit(EXIT_OK)
+    if click.confirm(question, default=False):
+        return True
+    click.echo("Nothing sent.")
+    return False
 
 
 def _send_with_progress(plan: pipeline.SendPlan) -> None:
@@ -297,43 +265,32 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
             counts[outcome.state] += 1
             bar.update(1, outcome)
 
-        try:
-            result = pipeline.send(plan, on_outcome=on_outcome)
-        except NotifyError as exc:
-            exc.args = (
-                f"{exc} (stopped after {counts[State.ACCEPTED]} accepted; "
-                "run the same command again to continue)",
-            )
-            raise
+        result = pipeline.send(plan, on_outcome=on_outcome)
     s = result.summary
     elapsed = time.monotonic() - started
     click.echo(f"Sent: {outcome_counts(s)}. ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)")
-    if not result.undelivered:
-        return
-    click.echo(f"{len(result.undelivered)} recipient(s) not delivered:")
-    for row in result.undelivered[:MAX_LISTED_UNDELIVERED]:
-        state = "in doubt" if row["state"] == State.SENDING.value else row["state"]
-        click.echo(f"  row {row['first_row']}: {row['email']}: {state} {row['reply'] or ''}")
-    if len(result.undelivered) > MAX_LISTED_UNDELIVERED:
-        click.echo(f"  ... and {len(result.undelivered) - MAX_LISTED_UNDELIVERED} more")
-    incident_id = plan.incident.incident_id
+    if result.undelivered:
+        _print_undelivered(plan.incident.incident_id, result.undelivered)
+    sys.exit(exit_status(undelivered=len(result.undelivered)))
+
+
+def _print_undelivered(incident_id: str, undelivered: list[Undelivered]) -> None:
+    click.echo(f"{len(undelivered)} recipient(s) not delivered:")
+    for row in undelivered[:MAX_LISTED_UNDELIVERED]:
+        state = "in doubt" if row.state is State.SENDING else row.state.value
+        click.echo(f"  row {row.first_row}: {row.email}: {state} {row.reply or ''}")
+    if len(undelivered) > MAX_LISTED_UNDELIVERED:
+        click.echo(f"  ... and {len(undelivered) - MAX_LISTED_UNDELIVERED} more")
     click.echo(
         "Deferred and in-doubt ones are sent again by running: notify send --incident "
         f"{incident_id}"
     )
-    alternates = sum(1 for row in result.undelivered if row["state"] == State.ALTERNATE.value)
+    alternates = sum(1 for row in undelivered if row.state is State.ALTERNATE)
     if alternates:
         click.echo(
             f"{alternates} refused for good have an alternate address: notify resend "
             f"--incident {incident_id} sends to it"
         )
-    sys.exit(EXIT_UNDELIVERED)
 
 
-for command in cli_followup.COMMANDS:
-    cli.add_command(command)
-
-
-def main() -> None:
-    """The console script."""
-    cli(prog_name="notify")
+COMMANDS = [check, send, status, ledger]

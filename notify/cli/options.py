@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Any
 import click
 
 from notify.models import RunSummary
+from notify.workspace import Context
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_INTERRUPTED = 130
 MAX_LISTED_UNDELIVERED = 20
 
 
@@ -62,3 +63,8 @@ def outcome_counts(summary: RunSummary) -> str:
         f"{summary.accepted} accepted, {summary.deferred} deferred, "
         f"{summary.refused} refused{doubt}"
     )
+
+
+def open_context(workspace_dir: Path) -> Context:
+    """The workspace with its .env and this process's environment, read once."""
+    return Context.open(workspace_dir, os.environ)
