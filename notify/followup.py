@@ -20,7 +20,7 @@ import pandas as pd
 from notify import reports, schedule
 from notify.bounces.match import Matcher
 from notify.bounces.parse import parse_bounce
-from notify.cleaning.addresses import TYPO_REASON, normalise_address
+from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Outgoing
 from notify.delivery import ListSource, deliver, delivery_options
@@ -31,7 +31,16 @@ from notify.ledger.claims import Sender
 from notify.ledger.store import LedgerRecipient
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
-from notify.models import ROW_COLUMN, SOURCE_COLUMN, BounceKind, Outcome, Reject, RunSummary, State
+from notify.models import (
+    ROW_COLUMN,
+    SOURCE_COLUMN,
+    BounceKind,
+    Outcome,
+    Reject,
+    RejectKind,
+    RunSummary,
+    State,
+)
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.settings import Settings
@@ -287,7 +296,7 @@ def report(context: Context, incident_id: str) -> IncidentReport:
 def _held_back_key(reject: Reject) -> str | None:
     """The ledger key of a row held back as a likely typo domain: a send with
     --allow-typo-domains may have mailed it, and then the ledger knows its outcome."""
-    if not reject.reason.startswith(TYPO_REASON):
+    if reject.kind is not RejectKind.TYPO_DOMAIN:
         return None
     checked = normalise_address(reject.value)
     return None if isinstance(checked, str) else checked[0]

@@ -23,6 +23,14 @@ class SourceSpec:
     sheet: str | None = None  # .xlsx sheet name; first sheet when None
 
 
+class RejectKind(enum.StrEnum):
+    """Why a source row is not sent to: the first words of its reason."""
+
+    NO_ADDRESS = "no address"  # the address cell is empty
+    INVALID_ADDRESS = "not a valid address"  # email-validator refused it
+    TYPO_DOMAIN = "likely typo domain"  # held back unless --allow-typo-domains
+
+
 @dataclass(frozen=True)
 class Reject:
     """A source row that will not be sent to, with the reason, so nobody is dropped silently."""
@@ -31,7 +39,11 @@ class Reject:
     row: int
     column: str
     value: str
-    reason: str
+    reason: str  # starts with the kind's words: "not a valid address: ..."
+
+    @property
+    def kind(self) -> RejectKind:
+        return RejectKind(self.reason.partition(":")[0])
 
 
 @dataclass(frozen=True, slots=True)  # a million of them: no __dict__ each

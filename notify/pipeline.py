@@ -27,7 +27,7 @@ from notify.ledger import Ledger, store, transitions
 from notify.ledger.claims import Sender
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
-from notify.models import Outcome, Recipient, RunSummary, State, Undelivered
+from notify.models import Outcome, Recipient, RejectKind, RunSummary, State, Undelivered
 from notify.rendering import summarise_problems
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
@@ -43,7 +43,7 @@ class CheckReport:
     """The numbers `notify check` prints, and what would stop a send."""
 
     incident: Incident
-    rejected_by_reason: dict[str, int]
+    rejected_by_reason: dict[RejectKind, int]
     already_sent: int
     suppressed: int
     problems: list[str]
@@ -121,7 +121,7 @@ def check(
     reports.write_review(incident.cleaned, review_file)
     return CheckReport(
         incident=incident,
-        rejected_by_reason=dict(Counter(r.reason.split(":")[0] for r in incident.cleaned.rejects)),
+        rejected_by_reason=dict(Counter(r.kind for r in incident.cleaned.rejects)),
         already_sent=sum(1 for s in states.values() if s is State.ACCEPTED),
         suppressed=len(suppressed),
         problems=problems,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -15,7 +16,15 @@ from notify.errors import SettingsError
 if TYPE_CHECKING:
     from notify.workspace import Workspace
 
-SECURITY_MODES = ("starttls", "tls", "none")
+
+class Security(enum.StrEnum):
+    """How a connection to the relay or the mailbox is protected."""
+
+    STARTTLS = "starttls"  # plain connect, then STARTTLS (SMTP port 587, IMAP 143)
+    TLS = "tls"  # TLS from the first byte (SMTP port 465, IMAP 993)
+    NONE = "none"  # no encryption: loopback only when a password is sent
+
+
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 DEFAULT_RESEND_SCHEDULE = "1h,4h,12h,24h,48h,48h"
@@ -29,7 +38,7 @@ class Settings:
 
     smtp_host: str | None = None
     smtp_port: int = 587
-    smtp_security: str = "starttls"
+    smtp_security: Security = Security.STARTTLS
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     default_from: str | None = None
@@ -42,10 +51,15 @@ class Settings:
     resend_schedule: tuple[float, ...] = ()
     imap_host: str | None = None
     imap_port: int = 993
-    imap_security: str = "tls"
+    imap_security: Security = Security.TLS
     imap_user: str | None = None
     imap_password: str | None = field(default=None, repr=False)
     imap_folder: str = "INBOX"
+
+    def __post_init__(self) -> None:
+        # The modes are compared by identity; a caller may pass the plain words.
+        object.__setattr__(self, "smtp_security", Security(self.smtp_security))
+        object.__setattr__(self, "imap_security", Security(self.imap_security))
 
     def smtp_where(self) -> str:
         return f"{self.smtp_host}:{self.smtp_port}"
@@ -69,12 +83,12 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         return value or None
 
     security = (text("NOTIFY_SMTP_SECURITY") or "starttls").lower()
-    if security not in SECURITY_MODES:
+    if security not in Security.__members__.values():
         raise SettingsError(
             f"NOTIFY_SMTP_SECURITY={security!r} is not one of starttls, tls, none; fix it in .env"
         )
     imap_security = (text("NOTIFY_IMAP_SECURITY") or "tls").lower()
-    if imap_security not in SECURITY_MODES:
+    if imap_security not in Security.__members__.values():
         raise SettingsError(
             f"NOTIFY_IMAP_SECURITY={imap_security!r} is not one of tls, starttls, none; "
             "fix it in .env"
@@ -82,7 +96,7 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
     return Settings(
         smtp_host=text("NOTIFY_SMTP_HOST"),
         smtp_port=_integer(env, "NOTIFY_SMTP_PORT", _DEFAULT_PORTS[security], 1, 65535),
-        smtp_security=security,
+        smtp_security=Security(security),
         smtp_user=text("NOTIFY_SMTP_USER"),
         smtp_password=env.get("NOTIFY_SMTP_PASSWORD") or None,
         default_from=text("NOTIFY_FROM"),
@@ -97,7 +111,7 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         ),
         imap_host=text("NOTIFY_IMAP_HOST"),
         imap_port=_integer(env, "NOTIFY_IMAP_PORT", _IMAP_PORTS[imap_security], 1, 65535),
-        imap_security=imap_security,
+        imap_security=Security(imap_security),
         imap_user=text("NOTIFY_IMAP_USER"),
         imap_password=env.get("NOTIFY_IMAP_PASSWORD") or None,
         imap_folder=text("NOTIFY_IMAP_FOLDER") or "INBOX",

@@ -13,7 +13,7 @@ from notify.compose import Outgoing
 from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver, on_one_cpu
 from notify.errors import SenderRefusedError
 from notify.models import Outcome, State
-from notify.settings import Settings
+from notify.settings import Security, Settings
 from notify.transports.smtp import SmtpTransport
 from tests import smtp_server as server_module
 
@@ -68,7 +68,7 @@ def customers(count: int) -> list[str]:
 
 
 def run(server, addresses, *, max_per_connection=100, **options):
-    settings = Settings(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none")
+    settings = Settings(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security=Security.NONE)
     recorder = Recorded()
     opts = DeliveryOptions(first_retry_delay=0.05, **options)
     summary = deliver(
@@ -196,7 +196,9 @@ def test_connection_lost_after_data_leaves_the_recipient_in_doubt(smtp_server):
 
 
 def test_the_transport_pipelines_only_when_the_relay_offers_it(smtp_server, relay_mode):
-    settings = Settings(smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_security="none")
+    settings = Settings(
+        smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_security=Security.NONE
+    )
     transport = SmtpTransport(settings)
     transport.open()
     outcome = transport.send(messages(["customer0@example.com"])[0])

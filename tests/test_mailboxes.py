@@ -12,7 +12,7 @@ import trustme
 
 from notify.errors import BounceError, SettingsError
 from notify.mailboxes import open_imap, open_maildir, open_mbox
-from notify.settings import Settings, load_settings
+from notify.settings import Security, Settings, load_settings
 from notify.workspace import Workspace
 from tests.conftest import unavailable_service
 from tests.imap_server import PASSWORD, Account, DovecotServer, find_dovecot
@@ -446,7 +446,7 @@ def test_imap_tls_to_a_plain_port(imap_account: Account) -> None:
 def test_imap_password_is_never_sent_in_clear_off_loopback() -> None:
     settings = Settings(
         imap_host="imap.example.com",
-        imap_security="none",
+        imap_security=Security.NONE,
         imap_port=143,
         imap_user="bounces",
         imap_password="s3cret",

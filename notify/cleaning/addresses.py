@@ -20,6 +20,8 @@ import string
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
+from notify.models import RejectKind
+
 # Near misses of these are flagged. Only names long enough that a one-edit neighbour is
 # far more likely a slip than a real domain: `aol.com`, `gmx.de`, `me.com` have too many
 # real neighbours (`ao.com`, `gmc.de`), so only their TLD typos (`aol.con`) are caught.
@@ -140,7 +142,6 @@ _PLAIN_ADDRESS = re.compile(
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
 _SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
-TYPO_REASON = "likely typo domain"  # the reject reason's first words, before the colon
 
 
 def check_address(raw: str, allow_typo_domains: bool) -> tuple[str, str] | str:
@@ -152,7 +153,10 @@ def check_address(raw: str, allow_typo_domains: bool) -> tuple[str, str] | str:
     fix = typo_of(domain)
     if fix is None:
         return verdict
-    return f"{TYPO_REASON}: {domain} looks like {fix}; fix the export, or pass --allow-typo-domains"
+    return (
+        f"{RejectKind.TYPO_DOMAIN}: {domain} looks like {fix}; "
+        "fix the export, or pass --allow-typo-domains"
+    )
 
 
 def normalise_address(raw: str) -> tuple[str, str] | str:
@@ -163,14 +167,14 @@ def normalise_address(raw: str) -> tuple[str, str] | str:
 
 def _validate(raw: str) -> tuple[str, str] | str:
     if not raw:
-        return "no address"
+        return RejectKind.NO_ADDRESS.value
     plain = plain_address(raw)
     if plain is not None:  # the same string object where possible: a million rows add up
         return (plain if plain.islower() else plain.lower()), plain
     try:
         valid = validate_email(raw, check_deliverability=False)
     except EmailNotValidError as exc:
-        return f"not a valid address: {exc}"
+        return f"{RejectKind.INVALID_ADDRESS}: {exc}"
     # The domain goes out in its ASCII (IDNA) form; a non-ASCII local part stays as it is.
     address = valid.ascii_email or f"{valid.normalized.rpartition('@')[0]}@{valid.ascii_domain}"
     # lower(), not casefold(): casefold makes 'straße@' and 'strasse@' one recipient.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from notify.cleaning.addresses import TYPO_REASON, check_address, needs_smtputf8, role_of, typo_of
+from notify.cleaning.addresses import check_address, needs_smtputf8, role_of, typo_of
 from notify.cleaning.lookalikes import find_lookalikes
 from notify.errors import SourceError
 from notify.models import (
@@ -32,6 +32,7 @@ from notify.models import (
     CleanResult,
     Recipient,
     Reject,
+    RejectKind,
     Review,
 )
 
@@ -245,7 +246,7 @@ def _review(
     review: list[Review] = []
     held: set[str] = set()
     for reject in rejects:
-        if reject.reason.startswith(TYPO_REASON) and reject.value.lower() not in held:
+        if reject.kind is RejectKind.TYPO_DOMAIN and reject.value.lower() not in held:
             held.add(reject.value.lower())
             detail = "held back: " + reject.reason.partition(": ")[2]
             review.append(Review(reject.value, TYPO_DOMAIN, detail, reject.source, reject.row))

@@ -17,7 +17,7 @@ from typing import Any
 
 from notify.errors import BounceError, SettingsError
 from notify.mailboxes.mail import Mail, MailboxBase
-from notify.settings import Settings, is_loopback
+from notify.settings import Security, Settings, is_loopback
 
 IMAP_TIMEOUT = 30.0  # seconds for connecting and for each reply
 FETCH_CHUNK = 100  # messages per UID FETCH
@@ -204,7 +204,7 @@ def open_imap(settings: Settings, *, chunk: int | None = None) -> ImapMailbox:
     connection = _connect(settings, host)
     try:
         _login(connection, settings, user, password)
-        scheme = "imaps" if settings.imap_security == "tls" else "imap"
+        scheme = "imaps" if settings.imap_security is Security.TLS else "imap"
         where = f"{scheme}://{user}@{host}:{settings.imap_port}/{settings.imap_folder}"
         return ImapMailbox(connection, settings, where=where, chunk=chunk or FETCH_CHUNK)
     except BaseException:
@@ -221,7 +221,7 @@ def _imap_credentials(settings: Settings) -> tuple[str, str, str]:
     host = _required(settings.imap_host, "NOTIFY_IMAP_HOST")
     user = _required(settings.imap_user, "NOTIFY_IMAP_USER")
     password = _required(settings.imap_password, "NOTIFY_IMAP_PASSWORD")
-    if settings.imap_security == "none" and not is_loopback(host):
+    if settings.imap_security is Security.NONE and not is_loopback(host):
         raise SettingsError(
             f"refusing to send the IMAP password unencrypted to {host}; "
             "set NOTIFY_IMAP_SECURITY=tls or starttls"
@@ -240,10 +240,10 @@ def _connect(settings: Settings, host: str) -> imaplib.IMAP4:
     port = settings.imap_port
     context = ssl.create_default_context()
     try:
-        if settings.imap_security == "tls":
+        if settings.imap_security is Security.TLS:
             return imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=IMAP_TIMEOUT)
         connection = imaplib.IMAP4(host, port, timeout=IMAP_TIMEOUT)
-        if settings.imap_security == "starttls":
+        if settings.imap_security is Security.STARTTLS:
             _starttls(connection, context, f"{host}:{port}")
         return connection
     except ssl.SSLError as exc:

@@ -15,7 +15,7 @@ import time
 from notify.compose import Outgoing
 from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
 from notify.models import Outcome, State
-from notify.settings import Settings, is_loopback
+from notify.settings import Security, Settings, is_loopback
 
 TIMEOUT_SECONDS = 60
 RECONNECT_PAUSES = (1.0, 2.0, 0.0)  # seconds before the 2nd and 3rd try; the 3rd failure stops
@@ -54,7 +54,7 @@ class SmtpTransport:
         self._pipelining = False
         if (
             settings.smtp_password
-            and settings.smtp_security == "none"
+            and settings.smtp_security is Security.NONE
             and not is_loopback(self.host)
         ):
             raise SettingsError(
@@ -283,7 +283,7 @@ class SmtpTransport:
     def _open_socket(self) -> smtplib.SMTP:
         hostname = socket.gethostname()
         security = self.settings.smtp_security
-        if security == "tls":
+        if security is Security.TLS:
             secure = smtplib.SMTP_SSL(
                 self.host,
                 self.port,
@@ -296,7 +296,7 @@ class SmtpTransport:
         connection = smtplib.SMTP(
             self.host, self.port, local_hostname=hostname, timeout=TIMEOUT_SECONDS
         )
-        if security == "starttls":
+        if security is Security.STARTTLS:
             connection.ehlo()
             if not connection.has_extn("starttls"):
                 connection.close()
