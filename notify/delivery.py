@@ -1,10 +1,17 @@
-"""Walk the messages in batches through parallel transports, recording each batch's outcomes.
+"""The one send engine: messages through parallel transports, each outcome recorded as
+its reply arrives.
 
-Every worker thread owns one transport (one reused connection). A batch is marked
-SENDING before it goes and its outcomes are recorded after, so a crash leaves at most
-the batches in flight in doubt. Temporary trouble is retried later in the same run;
-trouble that means "slow down" (421, x.7.x, a dropped connection) also shrinks the
-number of connections and pauses everyone, honouring any "retry in N seconds".
+Every worker thread owns one transport (one reused connection) and takes one message at a
+time from a shared source, so every connection is busy from the first message. Before a
+message goes, the recorder makes the connection's previous outcome durable and hands the
+message over (SENDING) in one commit shared with the other connections: a crash leaves at
+most one message per connection in doubt. Temporary trouble is retried later in the
+same run; trouble that means "slow down" (421, x.7.x, a dropped connection) also shrinks
+the number of connections and pauses everyone, honouring any "retry in N seconds".
+
+Send, resend, test send and preview are configurations of it: which source (claimed from
+the ledger, or a list), which transport (SMTP, a redirect, the preview folder) and which
+recorder (the ledger's journal, or none).
 """
 
 from __future__ import annotations
@@ -13,9 +20,8 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -26,50 +32,39 @@ from notify.replies import Verdict, retry_after, verdict
 from notify.settings import Settings
 from notify.transports.protocol import Transport
 
-DEFAULT_BATCH_SIZE = 20
 CALM_SENDS = 200  # accepted messages in a row before a lost connection slot comes back
 
 
 class Recorder(Protocol):
-    """What delivery tells about each batch once it went (or could not go)."""
+    """Makes an outcome durable and hands the next message over, before that one goes."""
 
-    def release(self, keys: Sequence[str]) -> None:
-        """Messages taken but certainly never handed over."""
-
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        """What the relay said, for a whole batch at once."""
+    def commit(self, outcome: Outcome | None, hand_over: str | None) -> bool:
+        """Record `outcome`, hand `hand_over` over; False when that message may not go."""
 
 
 class NoRecord:
     """For previews and test sends: nobody is marked as anything."""
 
-    def release(self, keys: Sequence[str]) -> None:
-        pass
-
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        pass
+    def commit(self, outcome: Outcome | None, hand_over: str | None) -> bool:
+        return hand_over is not None
 
 
-class BatchSource(Protocol):
-    """Hands out the next batch of messages to whichever worker asks; [] when done.
+class Source(Protocol):
+    """Hands out the next message to whichever worker asks; None when there is no more."""
 
-    The ledger's source claims recipients (marking them SENDING) as it hands them out,
-    so a batch is claimed only when a connection is free to send it."""
-
-    def next_batch(self) -> list[Outgoing]: ...
+    def next_message(self) -> Outgoing | None: ...
 
 
 class ListSource:
-    """Batches from an iterable, for previews, test sends and in-run retries."""
+    """Messages from an iterable, for previews, test sends and in-run retries."""
 
-    def __init__(self, messages: Iterable[Outgoing], size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, messages: Iterable[Outgoing]) -> None:
         self._messages = iter(messages)
-        self._size = size
         self._lock = threading.Lock()
 
-    def next_batch(self) -> list[Outgoing]:
+    def next_message(self) -> Outgoing | None:
         with self._lock:
-            return list(islice(self._messages, self._size))
+            return next(self._messages, None)
 
 
 @dataclass(frozen=True)
@@ -77,38 +72,9 @@ class DeliveryOptions:
     """How hard to push the relay."""
 
     connections: int = 1
-    batch_size: int = DEFAULT_BATCH_SIZE
-    rate: float | None = None  # messages per second over all connections
     retries: int = 3  # extra tries in this run for a recipient's temporary failure
     first_retry_delay: float = 1.0  # seconds; doubles with each round
     max_pause: float = 60.0  # the longest back-off pause, whatever the relay asks
-
-
-class RateLimiter:
-    """Spaces sends 1/rate apart across all threads, so the rate never overshoots."""
-
-    def __init__(
-        self,
-        rate: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.clock = clock
-        self.sleep = sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            self.sleep(slot - now)
 
 
 class Throttle:
@@ -179,7 +145,7 @@ class _Run:
 
 
 def deliver(
-    source: BatchSource,
+    source: Source,
     make_transport: Callable[[], Transport],
     recorder: Recorder,
     *,
@@ -189,13 +155,13 @@ def deliver(
 ) -> RunSummary:
     """Send everything; a DeliveryError stops the run with the unsent ones still pending.
 
-    `pace` waits for the next send slot; by default a local limiter for options.rate."""
+    `pace` waits for the next send slot (NOTIFY_RATE, shared by every sender)."""
     options = options or DeliveryOptions()
     run = _Run(
         recorder,
         options,
         on_outcome,
-        pace or RateLimiter(options.rate).acquire,
+        pace or (lambda: None),
         Throttle(options.connections, options.max_pause),
     )
     first = make_transport()
@@ -218,9 +184,9 @@ def deliver(
 
 
 def delivery_options(settings: Settings, messages: int) -> DeliveryOptions:
-    """The settings' connections (no more than one per batch of 20) and retries."""
+    """The settings' connections (no more than messages) and retries."""
     return DeliveryOptions(
-        connections=max(1, min(settings.connections, messages // 20)),
+        connections=max(1, min(settings.connections, messages)),
         retries=settings.retries,
         first_retry_delay=settings.retry_delay,
     )
@@ -251,8 +217,8 @@ def on_one_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
-def _deliver_round(run: _Run, source: BatchSource, transports: list[Transport]) -> None:
-    """One worker thread per transport, each taking batches until the source is dry."""
+def _deliver_round(run: _Run, source: Source, transports: list[Transport]) -> None:
+    """One worker thread per transport, each taking messages until the source is dry."""
     workers = [
         threading.Thread(target=_work, args=(run, source, transport), daemon=True)
         for transport in transports
@@ -264,49 +230,63 @@ def _deliver_round(run: _Run, source: BatchSource, transports: list[Transport]) 
             while worker.is_alive():
                 worker.join(0.2)  # a timed join lets Ctrl-C through
     except BaseException:
-        run.stop.set()  # workers finish their current message and record their batch
+        run.stop.set()  # workers finish their current message and record it
         for worker in workers:
             worker.join()
         raise
 
 
-def _work(run: _Run, source: BatchSource, transport: Transport) -> None:
-    while not run.stop.is_set():
-        run.throttle.enter(on_wait=transport.close)
+def _work(run: _Run, source: Source, transport: Transport) -> None:
+    unrecorded: list[Outcome] = []  # this connection's last outcome, until it is durable
+
+    def record_now() -> None:
+        if unrecorded:
+            run.recorder.commit(unrecorded.pop(), None)
+
+    def before_waiting() -> None:  # the relay will see fewer of us: record, then hang up
+        record_now()
+        transport.close()
+
+    try:
+        while not run.stop.is_set():
+            run.throttle.enter(on_wait=before_waiting)
+            try:
+                message = source.next_message()
+                if message is None:
+                    return
+                previous = unrecorded.pop() if unrecorded else None
+                if not run.recorder.commit(previous, message.key):
+                    continue  # suppressed, or taken by another sender: not ours to send
+                try:
+                    unrecorded.append(_send_one(run, message, transport))
+                except DeliveryError as exc:  # nothing of it went: owed, not in doubt
+                    unrecorded.append(Outcome(message.key, State.DEFERRED, None, str(exc)))
+                    raise
+            finally:
+                run.throttle.leave()
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        with run.lock:
+            run.error = run.error or exc
+        run.stop.set()
+    finally:
         try:
-            batch = source.next_batch()
-            if not batch:
-                return
-            _send_batch(run, batch, transport)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            record_now()
+        except BaseException as exc:  # noqa: BLE001 - the ledger failed: say so
             with run.lock:
                 run.error = run.error or exc
-            run.stop.set()
-        finally:
-            run.throttle.leave()
 
 
-def _send_batch(run: _Run, batch: list[Outgoing], transport: Transport) -> None:
-    outcomes: list[Outcome] = []
-    try:
-        for message in batch:
-            if run.stop.is_set():
-                break
-            run.throttle.wait()
-            run.pace()
-            outcome = transport.send(message)
-            outcomes.append(outcome)
-            _judge(run, message, outcome)
-    except DeliveryError:
-        raise
-    finally:
-        with run.lock:
-            run.recorder.record(outcomes)
-            run.recorder.release([m.key for m in batch[len(outcomes) :]])
-            for outcome in outcomes:
-                run.final[outcome.key] = outcome
-                if run.on_outcome:
-                    run.on_outcome(outcome)
+def _send_one(run: _Run, message: Outgoing, transport: Transport) -> Outcome:
+    """Hand one message to the transport and judge what the relay said."""
+    run.throttle.wait()
+    run.pace()
+    outcome = transport.send(message)
+    with run.lock:
+        run.final[outcome.key] = outcome
+        if run.on_outcome:
+            run.on_outcome(outcome)
+    _judge(run, message, outcome)
+    return outcome
 
 
 def _judge(run: _Run, message: Outgoing, outcome: Outcome) -> None:

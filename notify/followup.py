@@ -7,7 +7,7 @@ and the report only reads.
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from notify import reports, schedule
+from notify import reports, schedule, sending
 from notify.bounces.match import Matcher
 from notify.bounces.parse import parse_bounce
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Outgoing
-from notify.delivery import ListSource, deliver, delivery_options
 from notify.errors import LedgerError, RenderError
 from notify.incident import Incident, fingerprints, load_incident
 from notify.ledger import Ledger, claims, store, transitions
-from notify.ledger.claims import Sender
+from notify.ledger.claims import Claim, Sender
 from notify.ledger.store import LedgerRecipient
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
+from notify.messages.pool import RenderPool
 from notify.models import (
     ROW_COLUMN,
     SOURCE_COLUMN,
@@ -45,7 +45,6 @@ from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.settings import Settings
 from notify.sources.load import load_sources
-from notify.transports.smtp import SmtpTransport
 from notify.workspace import Context
 
 
@@ -178,71 +177,52 @@ def resend(
     next_due = schedule.next_due(waiting, settings.resend_schedule)
     if not ready:
         return ResendRun(RunSummary(), 0, len(exhausted), next_due, changed)
-    messages = _render_all(incident, ready)  # Promise 1: all of them, before any leaves
-    summary = _send_claimed(incident, ledger, ready, messages, moment, on_outcome)
+    messages = _build_all(incident, ready)  # Promise 1: all of them, before any leaves
+    summary = sending.send_claimed(
+        incident,
+        claim=_claim_in_turn(ledger, ready),
+        build=lambda claimed: messages,
+        count=len(ready),
+        on_outcome=on_outcome,
+    )
     return ResendRun(summary, len(ready), len(exhausted), next_due, changed)
 
 
-def _render_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str, Outgoing]:
-    messages: dict[str, Outgoing] = {}
-    problems: list[str] = []
-    for entry in due:
-        recipient = incident.recipient(entry.key)
-        if entry.sent_to:
-            recipient = dataclasses.replace(recipient, email=entry.sent_to)
+def _build_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str, Outgoing]:
+    """Every due message, to the address now in use, built in the render pool; every
+    problem listed when any fails."""
+    recipients = [sending.addressed(incident.recipient(r.key), r.sent_to) for r in due]
+    with RenderPool(incident) as pool:
         try:
-            rendered = render(incident.templates, recipient, incident.template_context)
+            return {message.key: message for message in pool.build(recipients)}
+        except RenderError:
+            pass
+    problems = []
+    for recipient in recipients:
+        try:
+            incident.composer.validate(
+                render(incident.templates, recipient, incident.template_context)
+            )
         except RenderError as exc:
             problems.append(str(exc))
-            continue
-        messages[entry.key] = incident.composer.compose(rendered)
-    if problems:
-        raise summarise_problems(problems)
-    return messages
+    raise summarise_problems(problems)
 
 
-def _send_claimed(
-    incident: Incident,
-    ledger: Ledger,
-    due: Sequence[LedgerRecipient],
-    messages: Mapping[str, Outgoing],
-    moment: datetime,
-    on_outcome: Callable[[Outcome], None] | None,
-) -> RunSummary:
-    settings = incident.settings
-    sender = Sender(ledger, incident.incident_id, rate=settings.rate)
-    sender.start()
-    try:
-        lease = time.time() + sender.lease_seconds
-        taken = claims.claim(ledger, due, holder=sender.id, lease_until=lease, now=moment)
-        recorder = _ResendRecorder(ledger, incident.incident_id, sender, taken)
-        return deliver(
-            ListSource(messages[r.key] for r in taken),
-            lambda: SmtpTransport(settings),
-            recorder,
-            options=delivery_options(settings, len(taken)),
-            pace=sender.pace,
-            on_outcome=on_outcome,
-        )
-    finally:
-        sender.finish()
+def _claim_in_turn(ledger: Ledger, due: Sequence[LedgerRecipient]) -> sending.ClaimDue:
+    """Reserve the due recipients a few at a time, each only if unchanged since read."""
+    waiting = iter(due)
 
+    def claim(sender: Sender, count: int) -> list[Claim]:
+        while chosen := list(itertools.islice(waiting, count)):
+            lease = time.time() + sender.lease_seconds
+            taken = claims.claim(
+                ledger, chosen, holder=sender.id, lease_until=lease, now=schedule.utc_now()
+            )
+            if taken:
+                return [Claim(r.key, r.sent_to) for r in taken]
+        return []
 
-class _ResendRecorder:
-    """Records outcomes; what never left goes back to the state it was claimed from."""
-
-    def __init__(
-        self, ledger: Ledger, incident_id: str, sender: Sender, taken: Sequence[LedgerRecipient]
-    ) -> None:
-        self.ledger, self.incident_id, self.sender = ledger, incident_id, sender
-        self.before = {r.key: r for r in taken}
-
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        self.ledger.record(self.incident_id, outcomes)
-        self.sender.count_sent(sum(1 for o in outcomes if o.state is State.ACCEPTED))
-
-    def release(self, keys: Sequence[str]) -> None:
-        claims.restore(self.ledger, [self.before[key] for key in keys])
+    return claim
 
 
 @dataclass

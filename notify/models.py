@@ -128,6 +128,73 @@ class State(enum.StrEnum):
     SUPPRESSED = "suppressed"  # hard-bounced in an earlier incident: not sent to
 
 
+class Event(enum.StrEnum):
+    """What happens to a recipient; each is allowed only from the states TRANSITIONS lists."""
+
+    HANDED_OVER = "handed over"  # its message is about to be committed at the relay
+    ACCEPTED = "accepted"  # the relay said 250 after the data
+    DEFERRED = "deferred"  # 4xx, or the connection was lost before the data went
+    REFUSED = "refused"  # 5xx
+    IN_DOUBT = "in doubt"  # the data went, the reply never came
+    SUPPRESSED = "suppressed"  # its address is on the suppression list
+    LIFTED = "lifted"  # its address came off the suppression list
+    HARD_BOUNCE = "hard bounce"  # bounced for good, no alternate address
+    TO_ALTERNATE = "to alternate"  # bounced or refused for good; the alternate is due
+    SOFT_BOUNCE = "soft bounce"  # bounced for now (mailbox full): re-sent on the schedule
+    BLOCKED = "blocked"  # refused or bounced for the sender's reasons (policy, spam)
+    GAVE_UP = "gave up"  # the re-send schedule ran out
+
+
+_OUTCOMES = {  # what the relay can say about a message handed over
+    Event.ACCEPTED: State.ACCEPTED,
+    Event.DEFERRED: State.DEFERRED,
+    Event.REFUSED: State.REFUSED,
+    Event.IN_DOUBT: State.SENDING,
+}
+_SENDABLE = (  # states a message may be handed over from
+    State.PENDING,  # never sent
+    State.SENDING,  # in doubt after a crash: sent again, same address, same Message-ID
+    State.DEFERRED,
+    State.SOFT_BOUNCED,
+    State.ALTERNATE,
+    State.BLOCKED,  # only when the operator says the cause is fixed (resend --blocked)
+)
+# Every allowed change of a recipient's state: (from, event) -> to. The ledger refuses any
+# other. No event leads out of ACCEPTED but a bounce: a message the relay accepted is
+# never handed over again unless a bounce said it did not arrive.
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    **{(state, Event.HANDED_OVER): State.SENDING for state in _SENDABLE},
+    **{(State.SENDING, event): state for event, state in _OUTCOMES.items()},
+    **{(state, Event.SUPPRESSED): State.SUPPRESSED for state in _SENDABLE},
+    (State.SUPPRESSED, Event.LIFTED): State.PENDING,
+    (State.ACCEPTED, Event.HARD_BOUNCE): State.HARD_BOUNCED,
+    (State.ACCEPTED, Event.TO_ALTERNATE): State.ALTERNATE,
+    (State.REFUSED, Event.TO_ALTERNATE): State.ALTERNATE,
+    (State.ACCEPTED, Event.SOFT_BOUNCE): State.SOFT_BOUNCED,
+    (State.REFUSED, Event.SOFT_BOUNCE): State.SOFT_BOUNCED,
+    (State.ACCEPTED, Event.BLOCKED): State.BLOCKED,
+    (State.REFUSED, Event.BLOCKED): State.BLOCKED,
+    (State.ACCEPTED, Event.GAVE_UP): State.GAVE_UP,  # soft-bounced with the schedule spent
+    (State.DEFERRED, Event.GAVE_UP): State.GAVE_UP,
+    (State.SOFT_BOUNCED, Event.GAVE_UP): State.GAVE_UP,
+}
+
+
+def target_of(event: Event) -> State:
+    """The state an event leads to (one per event, whatever the state it left)."""
+    return next(to for (_, happening), to in TRANSITIONS.items() if happening is event)
+
+
+def sources_of(event: Event) -> tuple[State, ...]:
+    """The states `event` may happen in, for set-wise statements."""
+    return tuple(state for state, happening in TRANSITIONS if happening is event)
+
+
+def outcome_event(state: State) -> Event:
+    """The event that records a relay's outcome: its state after the message was handed over."""
+    return next(event for event, to in _OUTCOMES.items() if to is state)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the relay said about one message."""

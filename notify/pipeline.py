@@ -5,26 +5,16 @@ Each verb loads and checks the whole incident first (Promise 1), then does one t
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from notify import reports, schedule
-from notify.compose import Outgoing
-from notify.delivery import (
-    DEFAULT_BATCH_SIZE,
-    ListSource,
-    NoRecord,
-    deliver,
-    delivery_options,
-    on_one_cpu,
-)
-from notify.errors import NotifyError, RenderError, StoppedError
+from notify import reports, schedule, sending
+from notify.delivery import ListSource, NoRecord, deliver
+from notify.errors import RenderError
 from notify.incident import Incident, fingerprints, load_incident, registration
-from notify.ledger import Ledger, store, transitions
-from notify.ledger.claims import Sender
+from notify.ledger import store, transitions
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
 from notify.models import Outcome, Recipient, RejectKind, RunSummary, State, Undelivered
@@ -195,63 +185,30 @@ def plan_send(
 
 
 def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None) -> SendResult:
-    """Claim batches from the ledger and deliver them over SMTP, recording every outcome.
+    """Deliver to everyone still owed a message over SMTP, recording every outcome.
 
     Several `notify send` processes on one incident share the work through their claims."""
     incident = plan.incident
-    settings = incident.settings
     # Render workers only for what the spool lacks; they fork now, before any thread starts.
     spooled_all = incident.spool is not None and incident.spool.complete
     pool = RenderPool(incident, processes=1 if spooled_all else None)
-    ledger = incident.open_ledger()
-    sender = Sender(ledger, incident.incident_id, rate=settings.rate)
-    source = _ClaimSource(pool, sender, limit=len(plan.to_send))
     try:
-        with on_one_cpu():  # after the fork: the render workers keep every CPU
-            sender.start()
-            recorder = _LedgerRecorder(ledger, incident.incident_id, sender)
-            try:
-                summary = deliver(
-                    source,
-                    lambda: SmtpTransport(settings),
-                    recorder,
-                    options=delivery_options(settings, len(plan.to_send)),
-                    pace=sender.pace,
-                    on_outcome=on_outcome,
-                )
-            except NotifyError as exc:
-                raise StoppedError(exc, accepted=recorder.accepted) from exc
-            finally:
-                sender.finish()
+        summary = sending.send_claimed(
+            incident,
+            claim=lambda sender, n: sender.claim(n),
+            build=sending.build_for_send(incident, pool),
+            count=len(plan.to_send),
+            on_outcome=on_outcome,
+        )
     finally:
         pool.close()
         if incident.spool is not None:
             incident.spool.close()
+    ledger = incident.open_ledger()
     transitions.settle_refusals(ledger, incident.incident_id, now=schedule.utc_now())
     attempted = {outcome.key for outcome in summary.undelivered}
     undelivered = [r for r in ledger.undelivered(incident.incident_id) if r.key in attempted]
     return SendResult(summary, undelivered=undelivered)
-
-
-class _ClaimSource:
-    """Batches claimed from the ledger as workers ask for them: the messages the check
-    built and spooled, otherwise rendered on the spot."""
-
-    def __init__(self, pool: RenderPool, sender: Sender, *, limit: int) -> None:
-        self.pool = pool
-        self.incident = pool.incident
-        self.sender = sender
-        self.left = limit
-        self._lock = threading.Lock()
-
-    def next_batch(self) -> list[Outgoing]:
-        with self._lock:
-            keys = self.sender.claim(min(DEFAULT_BATCH_SIZE, self.left))
-            self.left -= len(keys)
-        spooled = {key: self.incident.spooled(key) for key in keys}
-        missing = [self.incident.recipient(key) for key in keys if spooled[key] is None]
-        built = {message.key: message for message in self.pool.build(missing)}
-        return [spooled[key] or built[key] for key in keys]
 
 
 def test_send(
@@ -270,20 +227,3 @@ def test_send(
     recipients = incident.cleaned.recipients[:limit]
     summary = deliver(ListSource(incident.outgoing(recipients)), lambda: transport, NoRecord())
     return SendResult(summary)
-
-
-class _LedgerRecorder:
-    """Binds the ledger to one incident and one sender for delivery."""
-
-    def __init__(self, ledger: Ledger, incident_id: str, sender: Sender) -> None:
-        self.ledger, self.incident_id, self.sender = ledger, incident_id, sender
-        self.accepted = 0
-
-    def release(self, keys: Sequence[str]) -> None:
-        self.ledger.release(self.incident_id, keys)
-
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        self.ledger.record(self.incident_id, outcomes)
-        accepted = sum(1 for o in outcomes if o.state is State.ACCEPTED)
-        self.accepted += accepted
-        self.sender.count_sent(accepted)

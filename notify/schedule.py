@@ -95,12 +95,14 @@ def due(
     *,
     blocked: bool = False,
 ) -> tuple[list[LedgerRecipient], list[LedgerRecipient]]:
-    """(due now, given up): soft bounces and deferrals by the schedule, alternates at
-    once, blocked ones only when the operator says the cause is fixed."""
+    """(due now, given up): soft bounces and deferrals by the schedule, alternates and
+    messages left in doubt at once, blocked ones only when the operator says the cause
+    is fixed."""
     ready: list[LedgerRecipient] = []
     exhausted: list[LedgerRecipient] = []
+    at_once = (State.ALTERNATE, State.SENDING)
     for recipient in candidates:
-        if recipient.state is State.ALTERNATE or (blocked and recipient.state is State.BLOCKED):
+        if recipient.state in at_once or (blocked and recipient.state is State.BLOCKED):
             ready.append(recipient)
         elif recipient.state in (State.DEFERRED, State.SOFT_BOUNCED):
             when = due_at(recipient.updated_at, recipient.resends, schedule)

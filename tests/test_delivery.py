@@ -10,8 +10,10 @@ from collections import Counter
 import pytest
 
 from notify.compose import Outgoing
-from notify.delivery import DeliveryOptions, ListSource, RateLimiter, deliver, on_one_cpu
+from notify.delivery import DeliveryOptions, ListSource, deliver, on_one_cpu
 from notify.errors import SenderRefusedError
+from notify.ledger import Ledger
+from notify.ledger.claims import Sender
 from notify.models import Outcome, State
 from notify.settings import Security, Settings
 from notify.transports.smtp import SmtpTransport
@@ -33,17 +35,22 @@ def relay_mode(request, monkeypatch):
 
 
 class Recorded:
-    """A recorder that keeps every call, in order, like the ledger would see them."""
+    """A recorder that keeps every call, in order, like the ledger would see them, and
+    checks the engine's promise: no connection hands a message over while its previous
+    outcome is unrecorded."""
 
     def __init__(self) -> None:
-        self.released: list[str] = []
+        self.handed_over: list[str] = []
         self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
 
-    def release(self, keys):
-        self.released.extend(keys)
-
-    def record(self, outcomes):
-        self.outcomes.extend(outcomes)
+    def commit(self, outcome, hand_over):
+        with self._lock:
+            if outcome is not None:
+                self.outcomes.append(outcome)
+            if hand_over is not None:
+                self.handed_over.append(hand_over)
+        return hand_over is not None
 
     def final(self) -> dict[str, State]:
         return {o.key: o.state for o in self.outcomes}
@@ -67,7 +74,7 @@ def customers(count: int) -> list[str]:
     return [f"customer{n}@example.com" for n in range(count)]
 
 
-def run(server, addresses, *, max_per_connection=100, **options):
+def run(server, addresses, *, max_per_connection=100, pace=None, **options):
     settings = Settings(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security=Security.NONE)
     recorder = Recorded()
     opts = DeliveryOptions(first_retry_delay=0.05, **options)
@@ -76,6 +83,7 @@ def run(server, addresses, *, max_per_connection=100, **options):
         lambda: SmtpTransport(settings, max_per_connection=max_per_connection),
         recorder,
         options=opts,
+        pace=pace,
     )
     return summary, recorder
 
@@ -100,36 +108,25 @@ def test_parallel_connections_share_the_work(smtp_server):
     assert smtp_server.connections == 4
     assert len({m.connection for m in smtp_server.messages}) == 4
     assert Counter(m.rcpt_tos[0] for m in smtp_server.messages) == Counter(customers(200))
-    assert len(recorder.outcomes) == 200 and recorder.released == []
+    assert len(recorder.outcomes) == 200 and sorted(recorder.handed_over) == sorted(customers(200))
 
 
-def test_the_rate_cap_holds_across_connections(smtp_server):
+def test_the_rate_cap_holds_across_connections(smtp_server, tmp_path):
+    """The pacer a send uses (one slot row per incident in the ledger) caps all connections."""
     rate = 40.0
-    summary, _ = run(smtp_server, customers(60), connections=3, rate=rate)
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    sender = Sender(ledger, "42", rate=rate)
+    sender.start()
+    try:
+        summary, _ = run(smtp_server, customers(60), connections=3, pace=sender.pace)
+    finally:
+        sender.finish()
     assert summary.accepted == 60
     arrivals = sorted(m.at for m in smtp_server.messages)
     window = 1.0
     busiest = max(sum(1 for t in arrivals if start <= t < start + window) for start in arrivals)
     assert busiest <= rate * window * 1.1 + 1
     assert arrivals[-1] - arrivals[0] >= (60 - 1) / rate * 0.9
-
-
-def test_rate_limiter_spaces_calls_without_overshoot():
-    now = [100.0]
-    sent_at = []
-
-    def sleep(seconds):
-        now[0] += seconds
-
-    limiter = RateLimiter(10.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        limiter.acquire()
-        sent_at.append(now[0])
-    assert sent_at == pytest.approx([100.0, 100.1, 100.2, 100.3, 100.4])
-    now[0] += 5  # an idle spell does not bank a burst
-    limiter.acquire()
-    limiter.acquire()
-    assert sent_at[-1] + 5 == pytest.approx(now[0] - 0.1)
 
 
 def test_421_mid_run_delivers_everyone_exactly_once(smtp_server):

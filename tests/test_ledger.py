@@ -71,8 +71,9 @@ def test_open_creates_the_folder_the_schema_and_records_the_version(ledger_path:
         (2, "senders, pacing, fingerprints; claims and leases on recipients"),
         (3, "bounces, suppressions; alternate address and re-sends on recipients"),
         (4, "history indexed by incident, in the order it was written"),
+        (5, "history names each event; a claim reserves without changing the state"),
     ]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert {"bounces", "suppressions"} <= tables
 
 
@@ -102,7 +103,7 @@ def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
     columns = {name for (_, name, *_) in rows(ledger_path, "PRAGMA table_info(recipients)")}
     assert {"claimed_by", "lease_until", "alt_email", "sent_to", "resends"} <= columns
     versions = [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5]
     indexes = {name for (_, name, *_) in rows(ledger_path, "PRAGMA index_list(events)")}
     assert indexes == {"events_by_incident"}  # the per-recipient one is gone
 
@@ -121,6 +122,7 @@ def test_the_ledger_uses_wal(ledger: Ledger, ledger_path: Path) -> None:
 def test_a_ledger_survives_being_reopened(ledger_path: Path) -> None:
     first = Ledger.open(ledger_path)
     first.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    first.hand_over(INCIDENT, ["a@x.io"])
     first.record(INCIDENT, [Outcome("a@x.io", State.ACCEPTED, 250, "2.0.0 queued")])
     first.dispose()
     again = Ledger.open(ledger_path)
@@ -139,9 +141,9 @@ def test_register_adds_recipients_as_pending(ledger: Ledger) -> None:
 
 def test_register_is_idempotent_and_never_resets_a_state(ledger: Ledger, ledger_path: Path) -> None:
     ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
-    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.hand_over(INCIDENT, ["a@x.io"])
     ledger.record(INCIDENT, [Outcome("a@x.io", State.ACCEPTED, 250, "ok")])
-    ledger.begin(INCIDENT, ["b@x.io"])
+    ledger.hand_over(INCIDENT, ["b@x.io"])
     ledger.register(INCIDENT, [registration("a@x.io", row=99), registration("b@x.io")])
     ledger.register(INCIDENT, [registration("c@x.io")])
     assert ledger.states(INCIDENT) == {
@@ -163,34 +165,48 @@ def test_register_nothing_is_fine(ledger: Ledger) -> None:
 def test_incidents_are_kept_apart(ledger: Ledger) -> None:
     ledger.register("42", [registration("a@x.io")])
     ledger.register("43", [registration("a@x.io")])
-    ledger.begin("42", ["a@x.io"])
+    ledger.hand_over("42", ["a@x.io"])
     ledger.record("42", [Outcome("a@x.io", State.ACCEPTED, 250)])
     assert ledger.states("43") == {"a@x.io": State.PENDING}
 
 
-# --- begin, release, record ----------------------------------------------------------
+# --- hand over, record ----------------------------------------------------------------
 
 
-def test_begin_marks_sending_and_counts_an_attempt(ledger: Ledger, ledger_path: Path) -> None:
+def test_hand_over_marks_sending_and_counts_an_attempt(ledger: Ledger, ledger_path: Path) -> None:
     ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
-    ledger.begin(INCIDENT, iter(["a@x.io"]))
+    ledger.hand_over(INCIDENT, ["a@x.io"])
     assert ledger.states(INCIDENT) == {"a@x.io": State.SENDING, "b@x.io": State.PENDING}
     assert (attempts(ledger_path, "a@x.io"), attempts(ledger_path, "b@x.io")) == (1, 0)
-    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.hand_over(INCIDENT, ["a@x.io"])
     assert attempts(ledger_path, "a@x.io") == 2
 
 
-def test_release_puts_back_to_pending_without_an_attempt(ledger: Ledger, ledger_path: Path) -> None:
+def test_an_outcome_for_a_message_never_handed_over_is_refused(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io")])
+    ledger.hand_over(INCIDENT, ["a@x.io"])
+    with pytest.raises(LedgerError, match="an outcome arrived for a message that was not being"):
+        ledger.record(
+            INCIDENT,
+            [Outcome("a@x.io", State.ACCEPTED, 250), Outcome("b@x.io", State.ACCEPTED, 250)],
+        )
+    assert ledger.states(INCIDENT) == {"a@x.io": State.SENDING, "b@x.io": State.PENDING}
+    assert rows(ledger_path, "SELECT key, event FROM events") == [("a@x.io", "handed over")]
+
+
+def test_an_accepted_message_is_never_handed_over_again(ledger: Ledger) -> None:
     ledger.register(INCIDENT, [registration("a@x.io")])
-    ledger.begin(INCIDENT, ["a@x.io"])
-    ledger.release(INCIDENT, ["a@x.io"])
-    assert ledger.states(INCIDENT) == {"a@x.io": State.PENDING}
-    assert attempts(ledger_path, "a@x.io") == 1
+    ledger.hand_over(INCIDENT, ["a@x.io"])
+    ledger.record(INCIDENT, [Outcome("a@x.io", State.ACCEPTED, 250)])
+    assert ledger.hand_over(INCIDENT, ["a@x.io"]) == []
+    assert ledger.states(INCIDENT) == {"a@x.io": State.ACCEPTED}
 
 
 def test_record_writes_states_and_one_event_per_outcome(ledger: Ledger, ledger_path: Path) -> None:
     ledger.register(INCIDENT, [registration(k) for k in ("a@x.io", "b@x.io", "c@x.io")])
-    ledger.begin(INCIDENT, ["a@x.io", "b@x.io", "c@x.io"])
+    ledger.hand_over(INCIDENT, ["a@x.io", "b@x.io", "c@x.io"])
     ledger.record(
         INCIDENT,
         [
@@ -209,10 +225,15 @@ def test_record_writes_states_and_one_event_per_outcome(ledger: Ledger, ledger_p
         ("b@x.io", 451, "4.2.2 mailbox full"),
         ("c@x.io", 550, "5.1.1 no such user"),
     ]
-    assert rows(ledger_path, "SELECT incident_id, key, state, code FROM events ORDER BY key") == [
-        ("42", "a@x.io", "accepted", 250),
-        ("42", "b@x.io", "deferred", 451),
-        ("42", "c@x.io", "refused", 550),
+    assert rows(
+        ledger_path, "SELECT incident_id, key, event, state, code FROM events ORDER BY key, id"
+    ) == [
+        ("42", "a@x.io", "handed over", "sending", None),
+        ("42", "a@x.io", "accepted", "accepted", 250),
+        ("42", "b@x.io", "handed over", "sending", None),
+        ("42", "b@x.io", "deferred", "deferred", 451),
+        ("42", "c@x.io", "handed over", "sending", None),
+        ("42", "c@x.io", "refused", "refused", 550),
     ]
 
 
@@ -221,8 +242,9 @@ def test_record_is_one_transaction(ledger: Ledger, ledger_path: Path) -> None:
     with sqlite3.connect(ledger_path) as connection:
         connection.execute(
             "CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.key = 'boom@x.io' "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            "AND NEW.state = 'accepted' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
+    ledger.hand_over(INCIDENT, ["a@x.io", "boom@x.io"])
     outcomes = [
         Outcome("a@x.io", State.ACCEPTED, 250),
         Outcome("boom@x.io", State.ACCEPTED, 250),
@@ -233,8 +255,8 @@ def test_record_is_one_transaction(ledger: Ledger, ledger_path: Path) -> None:
         f"cannot write the ledger at sqlite+pysqlite:///{ledger_path} (disk full); "
         "nothing more is sent; check the disk or NOTIFY_LEDGER, then run again"
     )
-    assert ledger.states(INCIDENT) == {"a@x.io": State.PENDING, "boom@x.io": State.PENDING}
-    assert rows(ledger_path, "SELECT count(*) FROM events") == [(0,)]
+    assert ledger.states(INCIDENT) == {"a@x.io": State.SENDING, "boom@x.io": State.SENDING}
+    assert rows(ledger_path, "SELECT count(*) FROM events WHERE state = 'accepted'") == [(0,)]
 
 
 def test_record_nothing_writes_nothing(ledger: Ledger, ledger_path: Path) -> None:
@@ -244,7 +266,7 @@ def test_record_nothing_writes_nothing(ledger: Ledger, ledger_path: Path) -> Non
 
 def test_counts_cover_every_state(ledger: Ledger) -> None:
     ledger.register(INCIDENT, [registration(f"{n}@x.io") for n in range(5)])
-    ledger.begin(INCIDENT, ["0@x.io", "1@x.io", "2@x.io", "3@x.io"])
+    ledger.hand_over(INCIDENT, ["0@x.io", "1@x.io", "2@x.io", "3@x.io"])
     ledger.record(
         INCIDENT,
         [
@@ -273,7 +295,7 @@ def test_undelivered_lists_everyone_not_accepted_by_first_row(ledger: Ledger) ->
             registration("mid@x.io", row=40),
         ],
     )
-    ledger.begin(INCIDENT, ["sent@x.io", "mid@x.io"])
+    ledger.hand_over(INCIDENT, ["sent@x.io", "mid@x.io"])
     ledger.record(
         INCIDENT,
         [Outcome("sent@x.io", State.ACCEPTED, 250), Outcome("mid@x.io", State.REFUSED, 550, "no")],
@@ -336,7 +358,7 @@ _KILLED_CHILD = textwrap.dedent(
 
     ledger = Ledger.open(sys.argv[1])
     ledger.record("42", [Outcome("a@x.io", State.ACCEPTED, 250, "ok")])
-    ledger.begin("42", ["b@x.io", "c@x.io"])
+    ledger.hand_over("42", ["b@x.io", "c@x.io"])
     os.kill(os.getpid(), 9)
     """
 )
@@ -347,7 +369,7 @@ def test_a_process_killed_between_begin_and_record_leaves_the_batch_sending(
 ) -> None:
     keys = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
     ledger.register(INCIDENT, [registration(k) for k in keys])
-    ledger.begin(INCIDENT, ["a@x.io"])
+    ledger.hand_over(INCIDENT, ["a@x.io"])
     ledger.dispose()
     child = subprocess.run(
         [sys.executable, "-c", _KILLED_CHILD, str(ledger_path)],
@@ -378,15 +400,15 @@ _BUSY_CHILD = textwrap.dedent(
     keys = [f"{n}@x.io" for n in range(20000)]
     ledger.register("42", [Registration(k, k, k, f"<{k}>", n, "s") for n, k in enumerate(keys)])
     print("ready", flush=True)
-    for start in range(0, len(keys), 10):
-        batch = keys[start : start + 10]
-        ledger.begin("42", batch)
-        ledger.record("42", [Outcome(k, State.ACCEPTED, 250, "ok") for k in batch])
+    previous = []
+    for key in keys:  # as a connection does: the last outcome, and the next hand-over
+        ledger.settle("42", previous, [key])
+        previous = [Outcome(key, State.ACCEPTED, 250, "ok")]
     """
 )
 
 
-def test_a_process_killed_while_writing_leaves_at_most_one_batch_in_doubt(
+def test_a_process_killed_while_writing_leaves_at_most_one_in_doubt(
     ledger_path: Path,
 ) -> None:
     child = subprocess.Popen(
@@ -404,7 +426,7 @@ def test_a_process_killed_while_writing_leaves_at_most_one_batch_in_doubt(
     counts = reopened.counts(INCIDENT)
     reopened.dispose()
     assert counts[State.PENDING] > 0, "the child finished before it was killed"
-    assert counts[State.SENDING] <= 10
+    assert counts[State.SENDING] <= 1
     assert sum(counts.values()) == 20000
     accepted_with_event = rows(
         ledger_path,
@@ -412,7 +434,8 @@ def test_a_process_killed_while_writing_leaves_at_most_one_batch_in_doubt(
         "(SELECT 1 FROM events e WHERE e.key = r.key AND e.state = 'accepted')",
     )
     assert accepted_with_event == [(counts[State.ACCEPTED],)]
-    assert rows(ledger_path, "SELECT count(*) FROM events") == [(counts[State.ACCEPTED],)]
+    accepted_events = rows(ledger_path, "SELECT count(*) FROM events WHERE state = 'accepted'")
+    assert accepted_events == [(counts[State.ACCEPTED],)]
 
 
 def test_registrations_store_timestamps_as_the_rest_of_the_ledger_does(
@@ -421,7 +444,7 @@ def test_registrations_store_timestamps_as_the_rest_of_the_ledger_does(
     """Registration goes straight through the driver; its timestamps must still be in
     the form SQLAlchemy writes and compares (an ISO form with '+00:00' would not match)."""
     ledger.register(INCIDENT, [registration("a@x.io"), registration("b@x.io", row=3)])
-    ledger.begin(INCIDENT, ["b@x.io"])
+    ledger.hand_over(INCIDENT, ["b@x.io"])
     stamps = [text for (text,) in rows(ledger_path, "SELECT updated_at FROM recipients")]
     assert len(stamps) == 2
     for text in stamps:

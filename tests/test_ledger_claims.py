@@ -8,13 +8,17 @@ import pytest
 
 from notify.errors import LedgerError
 from notify.ledger import Ledger, Registration
-from notify.ledger.claims import Sender, fleet, in_flight
+from notify.ledger.claims import Claim, Sender, fleet, in_flight
 from notify.models import Outcome, State
 
 
 @pytest.fixture
 def ledger(request, ledger_settings, tmp_path) -> Ledger:
     return Ledger.open(ledger_settings.get("ledger") or tmp_path / "ledger.sqlite3")
+
+
+def keys_of(claims: list[Claim]) -> list[str]:
+    return [claimed.key for claimed in claims]
 
 
 def register(ledger: Ledger, count: int, incident: str = "42") -> list[str]:
@@ -31,9 +35,13 @@ def test_two_senders_claim_disjoint_batches_in_source_order(ledger):
     first, second = Sender(ledger, "42"), Sender(ledger, "42")
     first.start()
     second.start()
-    a, b, c = first.claim(20), second.claim(20), first.claim(20)
+    a, b, c = keys_of(first.claim(20)), keys_of(second.claim(20)), keys_of(first.claim(20))
     assert a == keys[:20] and b == keys[20:40] and c == keys[40:]
     assert first.claim(20) == [] and second.claim(20) == []
+    assert in_flight(ledger, "42") == 0  # a claim reserves; nothing is in flight yet
+    assert ledger.hand_over("42", b, holder=first.id) == []  # not first's to send
+    assert ledger.hand_over("42", a + c, holder=first.id) == a + c
+    assert ledger.hand_over("42", b, holder=second.id) == b
     assert in_flight(ledger, "42") == 50
     first.finish()
     second.finish()
@@ -56,13 +64,13 @@ def test_an_expired_lease_on_another_host_is_taken_over(ledger):
     remote = Sender(ledger, "42", lease_seconds=0.3)
     remote.host = "elsewhere"  # its process cannot be checked from here: only the lease helps
     remote.start()
-    assert remote.claim(10) == keys
+    assert keys_of(remote.claim(10)) == keys
     remote._stopped.set()  # it dies: no more heartbeats
     survivor = Sender(ledger, "42")
     survivor.start()
     assert survivor.claim(10) == []
     time.sleep(0.4)
-    assert survivor.claim(10) == keys
+    assert keys_of(survivor.claim(10)) == keys
     survivor.finish()
 
 
@@ -72,11 +80,11 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(ledger):
     gone.pid = 2**22 + 12345  # no such process
     gone.id = f"{gone.host}:{gone.pid}:dead"
     gone.start()
-    assert gone.claim(4) == keys
+    assert keys_of(gone.claim(4)) == keys
     gone._stopped.set()
     survivor = Sender(ledger, "42")
     survivor.start()
-    assert survivor.claim(4) == keys
+    assert keys_of(survivor.claim(4)) == keys
     survivor.finish()
 
 
@@ -86,10 +94,11 @@ def test_deferred_recipients_of_a_live_sender_are_not_taken(ledger):
     owner.start()
     other.start()
     owner.claim(2)
+    ledger.hand_over("42", keys, holder=owner.id)
     ledger.record("42", [Outcome(keys[0], State.DEFERRED, 451, "4.3.0 later")])
     assert other.claim(2) == []  # the owner retries it within its run
     owner.finish()
-    assert other.claim(2) == keys  # deferred and in doubt: free once the owner is done
+    assert keys_of(other.claim(2)) == keys  # deferred and in doubt: free once the owner is done
     other.finish()
 
 

@@ -31,7 +31,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         ],
     )
     keys = [key for key, _ in people]
-    opened.begin(INCIDENT, keys)
+    opened.hand_over(INCIDENT, keys)
     opened.record(INCIDENT, [Outcome(key, State.ACCEPTED, 250, "2.0.0 Ok") for key in keys])
     yield opened
     opened.dispose()
@@ -76,7 +76,8 @@ def test_a_hard_bounce_without_an_alternate_is_unreachable(ledger):
 def test_a_late_bounce_from_the_first_address_does_not_undo_the_alternate(ledger):
     record(ledger, "ann@example.com", bounce(BounceKind.HARD, "ann@example.com", fp="first"))
     claimed = person(ledger, "ann@example.com")
-    claims.claim(ledger, [claimed], holder="me", lease_until=0, now=NOW)
+    claims.claim(ledger, [claimed], holder="me", lease_until=1e12, now=NOW)
+    assert ledger.hand_over(INCIDENT, ["ann@example.com"], holder="me") == ["ann@example.com"]
     ledger.record(INCIDENT, [Outcome("ann@example.com", State.ACCEPTED, 250, "ok")])
     late = bounce(BounceKind.HARD, "ann@example.com", fp="late")
     effect = record(ledger, "ann@example.com", late)
@@ -115,14 +116,15 @@ def test_a_soft_bounce_after_the_last_step_gives_up_at_once(ledger):
         )
         bob = person(ledger, "bob@example.com")
         assert [
-            r.key for r in claims.claim(ledger, [bob], holder="me", lease_until=0, now=NOW)
+            r.key for r in claims.claim(ledger, [bob], holder="me", lease_until=1e12, now=NOW)
         ] == ["bob@example.com"]
         assert (
             claims.claim(
-                ledger, [person(ledger, "bob@example.com")], holder="me", lease_until=0, now=NOW
+                ledger, [person(ledger, "bob@example.com")], holder="b", lease_until=1e12, now=NOW
             )
             == []
         )
+        ledger.hand_over(INCIDENT, ["bob@example.com"], holder="me")
         ledger.record(INCIDENT, [Outcome("bob@example.com", State.ACCEPTED, 250)])
         assert person(ledger, "bob@example.com").resends == step
     effect = record(
@@ -137,8 +139,8 @@ def test_two_claims_of_the_same_recipients_take_each_once(ledger):
     first = claims.claim(ledger, seen, holder="a", lease_until=1e12, now=NOW)
     second = claims.claim(ledger, seen, holder="b", lease_until=1e12, now=NOW)
     assert [r.key for r in first] == ["bob@example.com"] and second == []
-    claims.restore(ledger, first)
-    assert person(ledger, "bob@example.com").state is State.SOFT_BOUNCED
+    assert ledger.hand_over(INCIDENT, ["bob@example.com"], holder="b") == []
+    assert person(ledger, "bob@example.com").state is State.SOFT_BOUNCED  # a claim only reserves
 
 
 def test_suppressions_are_applied_before_a_send_and_lifted(ledger):

@@ -1,8 +1,10 @@
 """One `notify send` process among possibly several sharing a ledger (SQLite or PostgreSQL).
 
 A sender claims small batches of recipients atomically, with a lease it renews by
-heartbeat. A sender that dies stops renewing: after the lease (or at once, when it ran
-on this host and its process is gone) another sender takes its claims over, and what it
+heartbeat. A claim only reserves: the state changes when each message is handed over
+(ledger/store.py `settle`), so a crash leaves in doubt only what was really in flight.
+A sender that dies stops renewing: after the lease (or at once, when it ran on this
+host and its process is gone) another sender takes its claims over, and what it
 had in flight is in doubt exactly as after a crash on one machine. Send slots for
 NOTIFY_RATE come from one row per incident, so the cap holds for the whole fleet.
 """
@@ -29,6 +31,14 @@ from notify.models import State
 DEFAULT_LEASE_SECONDS = 60.0
 DEAD_SENDERS_TTL = 1.0  # seconds between looks for dead senders on this host
 PACING_WINDOW_SECONDS = 0.25  # slots reserved per round trip: a quarter second's worth
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A recipient reserved for sending, and the address in use when it is not the first."""
+
+    key: str
+    sent_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,8 @@ class Sender:
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
 
-    def claim(self, limit: int) -> list[str]:
-        """Atomically take up to `limit` recipients nobody else is working on."""
+    def claim(self, limit: int) -> list[Claim]:
+        """Atomically reserve up to `limit` recipients nobody else is working on."""
         if limit <= 0:
             return []
         now = time.time()
@@ -108,15 +118,15 @@ class Sender:
                 "dead": self._dead_local_senders(now),
                 "lease_until": now + self.lease_seconds,
             }
-            rows: list[tuple[str, int]] = []
+            rows: list[tuple[str, int, str | None]] = []
             with self.ledger.writing() as connection:
                 for statement in self._claim_statements:
                     if len(rows) >= limit:
                         break
                     wanted = {**values, "limit": limit - len(rows)}
-                    rows.extend((key, row) for key, row in connection.execute(statement, wanted))
+                    rows.extend(tuple(row) for row in connection.execute(statement, wanted))  # type: ignore[misc]
                 connection.execute(self._count_statement, {"claimed": len(rows), "sent": sent})
-        return [key for key, _ in sorted(rows, key=lambda row: row[1])]
+        return [Claim(key, sent_to) for key, _, sent_to in sorted(rows, key=lambda row: row[1])]
 
     def count_sent(self, accepted: int) -> None:
         """Counted in memory; written with the next claim, or when the sender finishes."""
@@ -136,7 +146,7 @@ class Sender:
             table.c.claimed_by.in_(sa.bindparam("dead", expanding=True)),
         )
         return (
-            self._claim_where(table.c.state == State.PENDING.value),
+            self._claim_where(sa.and_(table.c.state == State.PENDING.value, free)),
             self._claim_where(sa.and_(table.c.state == State.SENDING.value, free)),
             self._claim_where(sa.and_(table.c.state == State.DEFERRED.value, free)),
         )
@@ -157,13 +167,8 @@ class Sender:
         return (
             table.update()
             .where(table.c.incident_id == self.incident_id, table.c.key == picked.c.key)
-            .values(
-                state=State.SENDING.value,
-                claimed_by=self.id,
-                lease_until=sa.bindparam("lease_until"),
-                attempts=table.c.attempts + 1,
-            )
-            .returning(table.c.key, table.c.first_row)
+            .values(claimed_by=self.id, lease_until=sa.bindparam("lease_until"))
+            .returning(table.c.key, table.c.first_row, table.c.sent_to)
         )
 
     @functools.cached_property
@@ -195,7 +200,7 @@ class Sender:
 
     def finish(self) -> None:
         """Stop the heartbeat and let go of every claim: nothing of ours is in flight now,
-        so what is still SENDING (in doubt) is free for the next run at once."""
+        so what is still SENDING (in doubt) or reserved and unsent is free at once."""
         self._stopped.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
@@ -322,13 +327,13 @@ def claim(
     lease_until: float,
     now: datetime,
 ) -> list[LedgerRecipient]:
-    """Mark the chosen recipients SENDING for this holder, each only if nobody changed it
-    since it was read: two `notify resend` started together never send the same one."""
+    """Reserve the chosen recipients for this holder, each only if nobody changed it since
+    it was read: two `notify resend` started together never send the same one."""
     table = recipients_table
     taken = []
-    with ledger.engine.begin() as connection:
+    with ledger.writing() as connection:
         for recipient in (r for r in chosen if r.state in RESENT_STATES):
-            step = 0 if recipient.state is State.ALTERNATE else 1
+            step = 0 if recipient.state in (State.ALTERNATE, State.SENDING) else 1
             result = connection.execute(
                 table.update()
                 .where(
@@ -336,34 +341,18 @@ def claim(
                     table.c.key == recipient.key,
                     table.c.state == recipient.state.value,
                     table.c.updated_at == recipient.updated_at,
+                    sa.or_(
+                        table.c.claimed_by.is_(None),
+                        table.c.claimed_by == holder,
+                        table.c.lease_until < time.time(),
+                    ),
                 )
                 .values(
-                    state=State.SENDING.value,
                     claimed_by=holder,
                     lease_until=lease_until,
-                    attempts=table.c.attempts + 1,
                     resends=sa.func.coalesce(table.c.resends, 0) + step,
-                    updated_at=now,
                 )
             )
             if result.rowcount == 1:
                 taken.append(recipient)
     return taken
-
-
-def restore(ledger: Ledger, claimed: Sequence[LedgerRecipient]) -> None:
-    """Put claimed recipients that never left back as they were, schedule and all."""
-    table = recipients_table
-    with ledger.engine.begin() as connection:
-        for recipient in claimed:
-            connection.execute(
-                table.update()
-                .where(table.c.incident_id == recipient.incident_id, table.c.key == recipient.key)
-                .values(
-                    state=recipient.state.value,
-                    resends=recipient.resends,
-                    updated_at=recipient.updated_at,
-                    claimed_by=None,
-                    lease_until=None,
-                )
-            )

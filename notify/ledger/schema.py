@@ -51,10 +51,11 @@ events_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("incident_id", sa.String(64), nullable=False),
     sa.Column("key", sa.String(320), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # the state it led to
     sa.Column("code", sa.Integer),
     sa.Column("reply", sa.Text),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event", sa.String(32)),  # what happened (models.Event); older rows: none
     # Rows arrive in id order, so this index only ever grows at its end: recording a batch
     # touches one page of it, where (incident_id, key) touched one per recipient.
     sa.Index("events_by_incident", "incident_id"),
@@ -147,6 +148,10 @@ MIGRATIONS: dict[int, Migration] = {
         "history indexed by incident, in the order it was written",
         dropped_indexes=("events_by_recipient",),
         indexes=tuple(i for i in events_table.indexes if i.name == "events_by_incident"),
+    ),
+    5: Migration(
+        "history names each event; a claim reserves without changing the state",
+        columns=((events_table, "event"),),
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

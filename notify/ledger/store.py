@@ -31,10 +31,20 @@ from notify.ledger.schema import (
     recipients_table,
     suppressions_table,
 )
-from notify.models import Outcome, State, Undelivered
+from notify.models import (
+    TRANSITIONS,
+    Event,
+    Outcome,
+    State,
+    Undelivered,
+    outcome_event,
+    sources_of,
+    target_of,
+)
 from notify.schedule import as_utc
 
 RESENT_STATES = (
+    State.SENDING,  # in doubt: settled at once, to the same address
     State.DEFERRED,
     State.SOFT_BOUNCED,
     State.ALTERNATE,
@@ -47,12 +57,13 @@ _REGISTER_COLUMNS = (
 )
 
 
-# Built once: they run for every batch of every send.
+# Built once: they run for every message of every send.
 _RECORD_OUTCOME = (
     recipients_table.update()
     .where(
         recipients_table.c.incident_id == sa.bindparam("i"),
         recipients_table.c.key == sa.bindparam("k"),
+        recipients_table.c.state == State.SENDING.value,  # the one state outcomes leave
     )
     .values(
         state=sa.bindparam("s"),
@@ -62,6 +73,10 @@ _RECORD_OUTCOME = (
     )
 )
 _RECORD_EVENT = events_table.insert()
+_SUPPRESSED_ADDRESS = sa.exists().where(
+    suppressions_table.c.address
+    == sa.func.lower(sa.func.coalesce(recipients_table.c.sent_to, recipients_table.c.key))
+)
 
 
 @dataclass(frozen=True)
@@ -281,58 +296,42 @@ class Ledger:
                     "two versions: restore them, or pass --accept-changes to go on with these"
                 )
 
-    def begin(self, incident_id: str, keys: Iterable[str]) -> None:
-        """Mark a batch SENDING before it goes: after a crash these are the ones in doubt."""
-        self._set_state(incident_id, list(keys), State.SENDING, count_attempt=True)
-
-    def release(self, incident_id: str, keys: Iterable[str]) -> None:
-        """Put back to PENDING what was marked SENDING but certainly never handed over."""
-        self._set_state(incident_id, list(keys), State.PENDING, count_attempt=False)
+    def hand_over(
+        self, incident_id: str, keys: Sequence[str], *, holder: str | None = None
+    ) -> list[str]:
+        """Mark messages SENDING just before they go; returns those that may go."""
+        return self.settle(incident_id, (), keys, holder=holder)
 
     def record(self, incident_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Write a batch of outcomes and their history in one transaction."""
-        if not outcomes:
-            return
+        """Write what the relay said about messages handed over, with their history."""
+        self.settle(incident_id, outcomes, ())
+
+    def settle(
+        self,
+        incident_id: str,
+        outcomes: Sequence[Outcome],
+        hand_over: Sequence[str],
+        *,
+        holder: str | None = None,
+    ) -> list[str]:
+        """Record outcomes and hand the next messages over, in one transaction.
+
+        A key may be handed over only from a state TRANSITIONS allows, only while
+        `holder` (when given) holds its claim, and never to a suppressed address: those
+        are moved to SUPPRESSED instead. Returns the keys handed over."""
+        if not outcomes and not hand_over:
+            return []
         now = _now()
-        params = [
-            {"i": incident_id, "k": o.key, "s": o.state.value, "c": o.code, "r": o.reply, "t": now}
-            for o in outcomes
-        ]
-        events = [
-            {
-                "incident_id": incident_id,
-                "key": o.key,
-                "state": o.state.value,
-                "code": o.code,
-                "reply": o.reply,
-                "at": now,
-            }
-            for o in outcomes
-        ]
+        taken: list[str] = []
 
         def write(connection: sa.Connection) -> None:
-            connection.execute(_RECORD_OUTCOME, params)
-            connection.execute(_RECORD_EVENT, events)
+            if outcomes:
+                _record_outcomes(connection, incident_id, outcomes, now)
+            if hand_over:
+                taken.extend(_hand_over(connection, incident_id, hand_over, holder, now))
 
         self._write(write)
-
-    def _set_state(
-        self, incident_id: str, keys: list[str], state: State, *, count_attempt: bool
-    ) -> None:
-        if not keys:
-            return
-        table = recipients_table
-        values: dict[str, object] = {"state": state.value, "updated_at": _now()}
-        if state is State.PENDING:
-            values.update(claimed_by=None, lease_until=None)
-        if count_attempt:
-            values["attempts"] = table.c.attempts + 1
-        statement = (
-            table.update()
-            .where(table.c.incident_id == incident_id, table.c.key.in_(keys))
-            .values(**values)
-        )
-        self._write(lambda c: c.execute(statement))
+        return taken
 
     def insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that can say ON CONFLICT DO NOTHING in this database's dialect."""
@@ -500,3 +499,113 @@ def _recipient(row: sa.Row[object]) -> LedgerRecipient:  # type: ignore[type-var
         source=m["source"],
         updated_at=as_utc(m["updated_at"]),
     )
+
+
+def _record_outcomes(
+    connection: sa.Connection, incident_id: str, outcomes: Sequence[Outcome], now: datetime
+) -> None:
+    """SENDING -> the outcome's state, each with its history event."""
+    for outcome in outcomes:
+        if (State.SENDING, outcome_event(outcome.state)) not in TRANSITIONS:
+            raise LedgerError(f"{outcome.key}: {outcome.state} is not a relay's outcome")
+    params = [
+        {"i": incident_id, "k": o.key, "s": o.state.value, "c": o.code, "r": o.reply, "t": now}
+        for o in outcomes
+    ]
+    result = connection.execute(_RECORD_OUTCOME, params)
+    if connection.dialect.supports_sane_multi_rowcount and result.rowcount != len(outcomes):
+        raise LedgerError(
+            f"incident {incident_id}: an outcome arrived for a message that was not being "
+            "sent; nothing of this group was recorded, run the same command again"
+        )
+    connection.execute(
+        _RECORD_EVENT,
+        [
+            {
+                "incident_id": incident_id,
+                "key": o.key,
+                "event": outcome_event(o.state).value,
+                "state": o.state.value,
+                "code": o.code,
+                "reply": o.reply,
+                "at": now,
+            }
+            for o in outcomes
+        ],
+    )
+
+
+def _hand_over(
+    connection: sa.Connection,
+    incident_id: str,
+    keys: Sequence[str],
+    holder: str | None,
+    now: datetime,
+) -> list[str]:
+    """-> SENDING where allowed; a suppressed address -> SUPPRESSED instead."""
+    table = recipients_table
+    chosen = [
+        table.c.incident_id == incident_id,
+        table.c.key.in_(list(keys)),
+        table.c.state.in_([s.value for s in sources_of(Event.HANDED_OVER)]),
+    ]
+    if holder is not None:
+        chosen.append(table.c.claimed_by == holder)
+    taken = list(
+        connection.execute(
+            table.update()
+            .where(*chosen, ~_SUPPRESSED_ADDRESS)
+            .values(state=State.SENDING.value, attempts=table.c.attempts + 1, updated_at=now)
+            .returning(table.c.key)
+        ).scalars()
+    )
+    append_history(connection, incident_id, taken, Event.HANDED_OVER, now)
+    if len(taken) < len(keys):
+        refused = list(
+            connection.execute(
+                table.update()
+                .where(*chosen, _SUPPRESSED_ADDRESS)
+                .values(state=State.SUPPRESSED.value, reply=_SUPPRESSION_REASON, updated_at=now)
+                .returning(table.c.key)
+            ).scalars()
+        )
+        append_history(connection, incident_id, refused, Event.SUPPRESSED, now)
+    order = {key: position for position, key in enumerate(keys)}
+    return sorted(taken, key=order.__getitem__)
+
+
+_SUPPRESSION_REASON = (
+    sa.select(suppressions_table.c.reason)
+    .where(
+        suppressions_table.c.address
+        == sa.func.lower(sa.func.coalesce(recipients_table.c.sent_to, recipients_table.c.key))
+    )
+    .limit(1)
+    .scalar_subquery()
+)
+
+
+def append_history(
+    connection: sa.Connection,
+    incident_id: str,
+    keys: Sequence[str],
+    event: Event,
+    now: datetime,
+    *,
+    reply: str | None = None,
+) -> None:
+    """One history row per key: what happened, and the state it led to."""
+    if keys:
+        state = target_of(event).value
+        rows: list[dict[str, object]] = [
+            {
+                "incident_id": incident_id,
+                "key": k,
+                "event": event.value,
+                "state": state,
+                "reply": reply,
+                "at": now,
+            }
+            for k in keys
+        ]
+        connection.execute(_RECORD_EVENT, rows)

@@ -1,7 +1,10 @@
-"""The ledger after the first send: bounces recorded once, suppressions, re-sends due.
+"""Every change of a recipient's state, each checked against `models.TRANSITIONS` and
+written with a history event in the same transaction.
 
-A bounce changes a recipient only when it is new (its fingerprint is not in the ledger
-yet) and only from ACCEPTED, so reading a mailbox twice changes nothing. A hard bounce
+Sending: a message is handed over (-> SENDING) in the same transaction that records the
+previous outcome on its connection, so a crash leaves at most the one in flight in doubt.
+After the send, a bounce changes a recipient only when it is new (its fingerprint is not
+in the ledger yet) and only from ACCEPTED, so reading a mailbox twice changes nothing. A hard bounce
 suppresses the address for every later incident and, where the export has an alternate
 address, makes that one due; a soft one schedules a re-send; a refusal for the sender's
 reasons (policy, spam, x.7.x) never marks the address bad.
@@ -16,9 +19,10 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from notify.bounces.parse import Bounce
-from notify.ledger.schema import bounces_table, events_table, recipients_table, suppressions_table
-from notify.ledger.store import Ledger, LedgerRecipient, recipients
-from notify.models import BounceKind, State
+from notify.errors import LedgerError
+from notify.ledger.schema import bounces_table, recipients_table, suppressions_table
+from notify.ledger.store import Ledger, LedgerRecipient, append_history, recipients
+from notify.models import TRANSITIONS, BounceKind, Event, State, sources_of, target_of
 from notify.replies import classify, enhanced_status
 from notify.schedule import due_at
 
@@ -58,7 +62,7 @@ def record_bounce(
         "mailbox": mailbox,
         "read_at": now,
     }
-    state = _state_after(recipient, bounce.kind, address, schedule=schedule, now=now)
+    event = _event_after(recipient, bounce.kind, address, schedule=schedule, now=now)
     with ledger.engine.begin() as connection:
         inserted = connection.execute(ledger.insert(bounces_table).on_conflict_do_nothing(), row)
         if inserted.rowcount == 0:
@@ -66,9 +70,9 @@ def record_bounce(
         if bounce.kind is BounceKind.HARD:
             reason = " ".join(filter(None, ("hard bounce:", status, diagnostic)))
             suppress(connection, ledger, address, reason, recipient.incident_id, now)
-        if state is not recipient.state:
-            changes = _changes(recipient, state)
-            _set(connection, recipient, state, now, reply=diagnostic, **changes)
+        if event is not None:
+            _move(connection, recipient, event, now, reply=diagnostic, **_changes(recipient, event))
+    state = target_of(event) if event is not None else recipient.state
     return BounceEffect(recipient, bounce.kind, state, address)
 
 
@@ -82,33 +86,37 @@ def _bounced_address(recipient: LedgerRecipient, named: str | None) -> str:
     return recipient.address.lower()
 
 
-def _state_after(
+def _event_after(
     recipient: LedgerRecipient,
     kind: BounceKind,
     address: str,
     *,
     schedule: Sequence[float],
     now: datetime,
-) -> State:
-    """The recipient's next state; only a message the relay accepted can bounce, and a
-    late bounce from an address no longer in use changes nothing."""
+) -> Event | None:
+    """What a bounce does to its recipient; only a message the relay accepted can bounce,
+    and a late bounce from an address no longer in use changes nothing."""
     if recipient.state is not State.ACCEPTED or address != recipient.address.lower():
-        return recipient.state
+        return None
     if kind is BounceKind.HARD:
-        alternate = recipient.alt_email
-        usable = alternate and alternate.lower() != address and not recipient.sent_to
-        return State.ALTERNATE if usable else State.HARD_BOUNCED
+        return Event.TO_ALTERNATE if _alternate_usable(recipient) else Event.HARD_BOUNCE
     if kind is BounceKind.SOFT:
         if due_at(now, recipient.resends, schedule) is None:
-            return State.GAVE_UP
-        return State.SOFT_BOUNCED
+            return Event.GAVE_UP
+        return Event.SOFT_BOUNCE
     if kind is BounceKind.SENDER:
-        return State.BLOCKED
-    return recipient.state  # delayed, unknown: the relay is still at it, or we cannot tell
+        return Event.BLOCKED
+    return None  # delayed, unknown: the relay is still at it, or we cannot tell
 
 
-def _changes(recipient: LedgerRecipient, state: State) -> dict[str, object]:
-    if state is State.ALTERNATE:
+def _alternate_usable(recipient: LedgerRecipient) -> bool:
+    """An alternate address exists, is another address, and was not already used."""
+    alternate = recipient.alt_email
+    return alternate is not None and alternate.lower() != recipient.key and not recipient.sent_to
+
+
+def _changes(recipient: LedgerRecipient, event: Event) -> dict[str, object]:
+    if event is Event.TO_ALTERNATE:
         return {"sent_to": recipient.alt_email, "resends": 0}
     return {}
 
@@ -124,17 +132,16 @@ def settle_refusals(ledger: Ledger, incident_id: str, *, now: datetime) -> int:
         for recipient in refused:
             kind = _refusal_kind(recipient)
             if kind in (BounceKind.SENDER, BounceKind.SOFT):
-                state = State.BLOCKED if kind is BounceKind.SENDER else State.SOFT_BOUNCED
-                _set(connection, recipient, state, now, reply=recipient.reply)
-                changed += 1
+                event = Event.BLOCKED if kind is BounceKind.SENDER else Event.SOFT_BOUNCE
+                changed += _move(connection, recipient, event, now, reply=recipient.reply)
                 continue
             reason = f"refused during the send: {_one_line(recipient.reply or '')}"
             suppress(connection, ledger, recipient.address.lower(), reason, incident_id, now)
-            alternate = recipient.alt_email
-            if alternate and not recipient.sent_to and alternate.lower() != recipient.key:
-                changes = _changes(recipient, State.ALTERNATE)
-                _set(connection, recipient, State.ALTERNATE, now, reply=recipient.reply, **changes)
-                changed += 1
+            if _alternate_usable(recipient):
+                changes = _changes(recipient, Event.TO_ALTERNATE)
+                changed += _move(
+                    connection, recipient, Event.TO_ALTERNATE, now, reply=recipient.reply, **changes
+                )
     return changed
 
 
@@ -150,34 +157,40 @@ def give_up(ledger: Ledger, exhausted: Sequence[LedgerRecipient], *, now: dateti
     """The schedule ran out: list them for a personal follow-up, send no more."""
     with ledger.engine.begin() as connection:
         for recipient in exhausted:
-            _set(connection, recipient, State.GAVE_UP, now, reply=recipient.reply)
+            _move(connection, recipient, Event.GAVE_UP, now, reply=recipient.reply)
 
 
-def _set(
+def _move(
     connection: sa.Connection,
     recipient: LedgerRecipient,
-    state: State,
+    event: Event,
     now: datetime,
     *,
     reply: str | None,
     **changes: object,
-) -> None:
+) -> bool:
+    """One recipient's change by `event`, only from the state it was read in; False when
+    another command changed it first (two `resend` at once), which is theirs to finish."""
+    state = TRANSITIONS.get((recipient.state, event))
+    if state is None:
+        raise LedgerError(
+            f"{recipient.key} of incident {recipient.incident_id} cannot go from "
+            f"{recipient.state} by '{event}'; nothing was changed, run the command again"
+        )
     table = recipients_table
-    connection.execute(
+    moved = connection.execute(
         table.update()
-        .where(table.c.incident_id == recipient.incident_id, table.c.key == recipient.key)
+        .where(
+            table.c.incident_id == recipient.incident_id,
+            table.c.key == recipient.key,
+            table.c.state == recipient.state.value,
+        )
         .values(state=state.value, reply=reply, updated_at=now, **changes)
     )
-    connection.execute(
-        events_table.insert().values(
-            incident_id=recipient.incident_id,
-            key=recipient.key,
-            state=state.value,
-            code=None,
-            reply=reply,
-            at=now,
-        )
-    )
+    if moved.rowcount != 1:
+        return False
+    append_history(connection, recipient.incident_id, [recipient.key], event, now, reply=reply)
+    return True
 
 
 def _one_line(text: str) -> str:
@@ -199,24 +212,32 @@ def apply_suppressions(ledger: Ledger, incident_id: str, *, now: datetime) -> in
     """Before a send: take suppressed addresses out of what is still owed, and give back
     to PENDING those whose suppression was lifted. Returns how many are suppressed.
 
-    Two set-wise statements, so a million recipients cost what a few do."""
+    Set-wise statements, so a million recipients cost what a few do."""
     table, listed = recipients_table, suppressions_table
     is_listed = sa.exists().where(listed.c.address == table.c.key)
     reason = sa.select(listed.c.reason).where(listed.c.address == table.c.key).scalar_subquery()
     mine = table.c.incident_id == incident_id
     with ledger.engine.begin() as connection:
-        connection.execute(
+        suppressed = connection.execute(
             table.update()
             .where(mine, table.c.state == State.PENDING.value, is_listed)
-            .values(state=State.SUPPRESSED.value, reply=reason, updated_at=now)
-        )
-        connection.execute(
+            .values(state=target_of(Event.SUPPRESSED).value, reply=reason, updated_at=now)
+            .returning(table.c.key)
+        ).scalars()
+        append_history(connection, incident_id, list(suppressed), Event.SUPPRESSED, now)
+        lifted = connection.execute(
             table.update()
-            .where(mine, table.c.state == State.SUPPRESSED.value, ~is_listed)
-            .values(state=State.PENDING.value, reply=None, updated_at=now)
-        )
+            .where(mine, table.c.state.in_(_values(sources_of(Event.LIFTED))), ~is_listed)
+            .values(state=target_of(Event.LIFTED).value, reply=None, updated_at=now)
+            .returning(table.c.key)
+        ).scalars()
+        append_history(connection, incident_id, list(lifted), Event.LIFTED, now)
         count = sa.select(sa.func.count()).where(mine, table.c.state == State.SUPPRESSED.value)
         return int(connection.execute(count).scalar_one())
+
+
+def _values(states: Sequence[State]) -> list[str]:
+    return [state.value for state in states]
 
 
 def suppress(
