@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
-from notify import __version__, cli_followup, pipeline
+from notify import __version__, cli_followup, pipeline, reports
 from notify import status as standing
 from notify.cli_options import (
     CONTEXT_SETTINGS,
     EXIT_INTERRUPTED,
     MAX_LISTED_UNDELIVERED,
+    AddressType,
     incident_option,
     outcome_counts,
     typo_domains_option,
@@ -78,7 +79,9 @@ def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> No
 )
 @click.option("--yes", is_flag=True, help="Send without asking for confirmation.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients this run.")
-@click.option("--to", "test_address", metavar="ADDRESS", help="Test send: deliver to ADDRESS only.")
+@click.option(
+    "--to", "test_address", type=AddressType(), help="Test send: deliver to ADDRESS only."
+)
 @click.option(
     "--accept-changes",
     is_flag=True,
@@ -251,6 +254,8 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Look-alikes to review: {workspace.relative(report.lookalikes_file)}")
     if cleaned.review:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
+    for line in reports.flagged_rows(cleaned.review):
+        click.echo(line)
 
 
 def _confirm(plan: pipeline.SendPlan, yes: bool) -> None:
