@@ -28,7 +28,16 @@ from notify.errors import LedgerError, RenderError
 from notify.ledger import Ledger
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
-from notify.models import ROW_COLUMN, SOURCE_COLUMN, BounceKind, Outcome, Reject, RunSummary, State
+from notify.models import (
+    ORIGIN_COLUMNS,
+    ROW_COLUMN,
+    SOURCE_COLUMN,
+    BounceKind,
+    Outcome,
+    Reject,
+    RunSummary,
+    State,
+)
 from notify.pipeline import (
     Incident,
     delivery_options,
@@ -133,11 +142,17 @@ def _open_mailbox(
     return open_imap(settings)
 
 
-def _existing_ledger(workspace: Workspace, settings: Settings, incident_id: str) -> Ledger:
+def _existing_ledger(
+    workspace: Workspace,
+    settings: Settings,
+    incident_id: str,
+    *,
+    so: str = "no bounce can be matched",
+) -> Ledger:
     if not ledger_exists(workspace, settings):
         raise LedgerError(
-            f"nothing has been sent for incident {incident_id} from this workspace, so no "
-            f"bounce can be matched; run notify send --incident {incident_id} first"
+            f"nothing has been sent for incident {incident_id} from this workspace, so {so}; "
+            f"run notify send --incident {incident_id} first"
         )
     return open_ledger(workspace, settings)
 
@@ -166,7 +181,7 @@ def resend(
     moment = now or recovery.utc_now()
     incident = load_incident(workspace, incident_id, environ)
     settings = incident.settings
-    ledger = _existing_ledger(workspace, settings, incident_id)
+    ledger = _existing_ledger(workspace, settings, incident_id, so="there is nothing to re-send")
     templates, data = fingerprints(incident)
     ledger.check_fingerprint(incident_id, templates=templates, data=data)
     changed = recovery.settle_refusals(ledger, incident_id, now=moment)
@@ -325,7 +340,7 @@ def _report_row(
 
 
 def _contact_by_row(frame: pd.DataFrame) -> dict[tuple[str, int], dict[str, str]]:
-    columns = [c for c in frame.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
+    columns = [c for c in frame.columns if c not in ORIGIN_COLUMNS]
     found: dict[tuple[str, int], dict[str, str]] = {}
     for record in frame.to_dict("records"):
         values = {c: str(record[c]).strip() for c in columns if str(record[c]).strip()}

@@ -218,13 +218,14 @@ class Ledger:
             yield connection
 
     @classmethod
-    def open(cls, location: str | Path) -> Ledger:
-        """A file path or SQLAlchemy URL; the schema is brought up to date on first use."""
-        url = _url(location)
+    def open(cls, location: str | Path, *, setting: str = "NOTIFY_LEDGER") -> Ledger:
+        """A file path or SQLAlchemy URL; the schema is brought up to date on first use.
+        `setting` is where the location came from, for the error line."""
+        url = _url(location, setting)
         where = url.render_as_string(hide_password=True)
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise LedgerError(
-                f"NOTIFY_LEDGER={where}: the ledger lives in SQLite (one machine) or "
+                f"{setting}={where}: the ledger lives in SQLite (one machine) or "
                 "PostgreSQL (several); use a sqlite:// or postgresql:// URL"
             )
         try:
@@ -238,7 +239,7 @@ class Ledger:
             ledger.migrate()
         except (SQLAlchemyError, ImportError) as exc:  # ImportError: no driver for the URL
             raise LedgerError(
-                f"cannot open the ledger at {where} ({_reason(exc)}); check NOTIFY_LEDGER"
+                f"cannot open the ledger at {where} ({_reason(exc)}); check {setting}"
             ) from exc
         return ledger
 
@@ -493,7 +494,7 @@ class Ledger:
         self.engine.dispose()
 
 
-def _url(location: str | Path) -> sa.URL:
+def _url(location: str | Path, setting: str) -> sa.URL:
     text = str(location)
     if "://" in text:
         try:
@@ -502,9 +503,18 @@ def _url(location: str | Path) -> sa.URL:
                 url = url.set(drivername="postgresql+psycopg")
             return url
         except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port like ':abc'
-            raise LedgerError(f"NOTIFY_LEDGER={text!r} is not a database URL or path") from exc
+            raise LedgerError(
+                f"{setting}={text!r} is not a database URL or path; write it like "
+                "postgresql://user@host/ledger or .notify/ledger.db"
+            ) from exc
     path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(
+            f"{setting}={text}: cannot create its folder ({exc.strerror or exc}); "
+            f"point {setting} at a file in a folder you may write to"
+        ) from exc
     return sa.URL.create("sqlite+pysqlite", database=str(path))
 
 

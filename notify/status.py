@@ -129,6 +129,6 @@ def ledger_copy(
 ) -> tuple[int, str]:
     """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
     settings = load_settings(workspace, environ)
+    destination = Ledger.open(target, setting="--to")  # first: a bad --to creates nothing here
     source = open_ledger(workspace, settings)
-    destination = Ledger.open(target)
     return source.copy_to(destination), destination.where

@@ -395,4 +395,4 @@ def test_the_report_shows_a_typo_domain_sent_anyway_as_delivered(workspace, run_
         ("mary@gmial.com", "accepted", "2"),
         ("ann@example.com", "accepted", "4"),
     ]
-    assert records[0]["export: Phone"] == "+1 555 0109"
+    assert records[0]["export: Phone"] == "'+1 555 0109"  # not a formula in a spreadsheet
