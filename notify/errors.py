@@ -9,6 +9,7 @@
     │   └── HeaderError             a rendered header holds a line break or control char
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
+    ├── OutputError                 a report, preview or check file cannot be written (path)
     ├── ConfirmationError           exit 2: sending needs --yes without a terminal
     ├── StoppedError                a send stopped part way: its cause's line and exit code
     └── DeliveryError               exit 4: the relay cannot be used at all
@@ -88,6 +89,14 @@ class LedgerError(NotifyError):
 
 class BounceError(NotifyError):
     """A bounce source (mbox, Maildir, IMAP) cannot be read."""
+
+
+class OutputError(NotifyError):
+    """A file notify was asked to write (report, previews, check's lists) cannot be written."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ConfirmationError(NotifyError):

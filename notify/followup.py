@@ -32,6 +32,7 @@ from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
 from notify.manifest import load_manifest
 from notify.messages.pool import RenderPool
 from notify.models import (
+    ORIGIN_COLUMNS,
     ROW_COLUMN,
     SOURCE_COLUMN,
     BounceKind,
@@ -133,11 +134,13 @@ def _open_mailbox(
     return open_imap(settings)
 
 
-def _existing_ledger(context: Context, incident_id: str) -> Ledger:
+def _existing_ledger(
+    context: Context, incident_id: str, *, so: str = "no bounce can be matched"
+) -> Ledger:
     if not context.ledger_exists():
         raise LedgerError(
-            f"nothing has been sent for incident {incident_id} from this workspace, so no "
-            f"bounce can be matched; run notify send --incident {incident_id} first"
+            f"nothing has been sent for incident {incident_id} from this workspace, so {so}; "
+            f"run notify send --incident {incident_id} first"
         )
     return context.ledger()
 
@@ -165,11 +168,11 @@ def resend(
     moment = now or schedule.utc_now()
     incident = load_incident(context, incident_id)
     settings = incident.settings
-    ledger = _existing_ledger(context, incident_id)
+    ledger = _existing_ledger(context, incident_id, so="there is nothing to re-send")
     templates, data = fingerprints(incident)
     ledger.check_fingerprint(incident_id, templates=templates, data=data)
     changed = transitions.settle_refusals(ledger, incident_id, now=moment)
-    candidates = store.recipients(ledger, incident_id, states=store.RESENT_STATES)
+    candidates = store.recipients(ledger, incident_id, states=store.RESENT_STATES, unclaimed=True)
     ready, exhausted = schedule.due(candidates, settings.resend_schedule, moment, blocked=blocked)
     transitions.give_up(ledger, exhausted, now=moment)
     acted_on = {r.key for r in ready} | {r.key for r in exhausted}
@@ -305,7 +308,7 @@ def _report_row(
 
 
 def _contact_by_row(frame: pd.DataFrame) -> dict[tuple[str, int], dict[str, str]]:
-    columns = [c for c in frame.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
+    columns = [c for c in frame.columns if c not in ORIGIN_COLUMNS]
     found: dict[tuple[str, int], dict[str, str]] = {}
     for record in frame.to_dict("records"):
         values = {c: str(record[c]).strip() for c in columns if str(record[c]).strip()}

@@ -8,6 +8,8 @@ from typing import Any
 
 ROW_COLUMN = "__row__"  # each source row's line (CSV) or row number (SQL, sheet), 1-based
 SOURCE_COLUMN = "__source__"  # which export a row came from (path or URL without password)
+NOTE_COLUMN = "__note__"  # only when a row needs a look: why (a line that was not UTF-8)
+ORIGIN_COLUMNS = (ROW_COLUMN, SOURCE_COLUMN, NOTE_COLUMN)  # not columns of the export
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,11 @@ class LookAlike:
 
 @dataclass(frozen=True)
 class Review:
-    """An address an operator should glance at: a typo domain, a role mailbox, SMTPUTF8."""
+    """An address or row an operator should glance at: a typo domain, a role mailbox,
+    SMTPUTF8, a line that was not UTF-8, a value holding bidirectional controls."""
 
     email: str
-    kind: str  # "typo domain", "role address" or "SMTPUTF8"
+    kind: str  # "typo domain", "role address", "SMTPUTF8", "not UTF-8" or "bidi control"
     detail: str  # why, and whether it is sent or held back
     source: str
     row: int  # its first source row
@@ -94,7 +97,7 @@ class CleanResult:
     rejects: list[Reject]
     lookalikes: list[LookAlike]
     rows_read: int
-    review: list[Review] = field(default_factory=list)  # flagged, one line per address
+    review: list[Review] = field(default_factory=list)  # flagged: one line per address or row
 
     @property
     def duplicates_merged(self) -> int:

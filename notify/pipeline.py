@@ -95,7 +95,10 @@ def check(
         with RenderPool(incident) as pool:
             problems = pool.problems(spool=incident.spool)
     if not incident.cleaned.recipients:
-        problems.insert(0, "no valid recipient in the export; see the rejects file")
+        rejects = context.workspace.relative(
+            context.workspace.incident_dir(incident_id) / "rejects.csv"
+        )
+        problems.insert(0, f"no valid recipient in the export; see {rejects} for why each was")
     states: dict[str, State] = {}
     suppressed: dict[str, str] = {}
     if incident.ledger_exists():

@@ -104,7 +104,19 @@ def _compile(environment: jinja2.Environment, name: str, label: str) -> jinja2.T
 
 def incident_context(incident_id: str, title: str, facts: dict[str, Any]) -> dict[str, Any]:
     """What templates see as `incident`: id, title, the facts, and the facts at top level."""
-    return {**facts, "id": incident_id, "title": title, "facts": facts}
+    return _Facts({**facts, "id": incident_id, "title": title, "facts": _Facts(facts)})
+
+
+class _MissingFact(jinja2.UndefinedError):
+    """A template used an incident value the manifest's [facts] lacks."""
+
+
+class _Facts(dict[str, Any]):
+    """The incident's values: a missing one is an error that points at [facts], not [columns]."""
+
+    def __missing__(self, key: str) -> jinja2.Undefined:
+        hint = f"the incident has no fact {key!r}"
+        return jinja2.StrictUndefined(hint=hint, obj=self, name=key, exc=_MissingFact)
 
 
 def render(templates: Templates, recipient: Recipient, incident: dict[str, Any]) -> Rendered:
@@ -114,6 +126,11 @@ def render(templates: Templates, recipient: Recipient, incident: dict[str, Any])
         subject = templates.render(templates.subject, context)
         text = templates.render(templates.text, context)
         html = templates.render(templates.html, context) if templates.html else None
+    except _MissingFact as exc:
+        raise RenderError(
+            f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; add it "
+            f"under [facts] in incidents/{incident['id']}.toml, or fix the name in the template"
+        ) from exc
     except jinja2.UndefinedError as exc:
         raise RenderError(
             f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; "

@@ -123,6 +123,6 @@ def ledger_info(context: Context) -> LedgerInfo:
 
 def ledger_copy(context: Context, *, target: str) -> tuple[int, str]:
     """Copy every row of the configured ledger into another (e.g. SQLite to PostgreSQL)."""
+    destination = Ledger.open(target, setting="--to")  # first: a bad --to creates nothing here
     source = context.ledger()
-    destination = Ledger.open(target)
     return source.copy_to(destination), destination.where

@@ -31,11 +31,17 @@ def test_check_prints_the_numbers_and_writes_rejects_and_lookalikes(workspace, r
     assert "  look-alikes                 1" in lines
     assert "  recipients                  3" in lines
     assert lines[-1] == "All good. Next: notify send --incident 42 --dry-run"
-    rejects = list(csv.DictReader((workspace.root / ".notify/incident-42/rejects.csv").open()))
+    rejects = list(
+        csv.DictReader(
+            (workspace.root / ".notify/incident-42/rejects.csv").open(encoding="utf-8-sig")
+        )
+    )
     assert [(r["row"], r["value"]) for r in rejects] == [("6", "bob@@example.com"), ("7", "")]
     assert rejects[0]["column"] == "Email Address"
     lookalikes = list(
-        csv.DictReader((workspace.root / ".notify/incident-42/lookalikes.csv").open())
+        csv.DictReader(
+            (workspace.root / ".notify/incident-42/lookalikes.csv").open(encoding="utf-8-sig")
+        )
     )
     assert lookalikes == [
         {
@@ -125,7 +131,11 @@ def test_typo_domains_are_held_back_and_role_addresses_listed(workspace, run_cli
     assert "    role address              1" in lines
     assert "    typo domain               1" in lines
     assert "  recipients                  2" in lines
-    review = list(csv.DictReader((workspace.root / ".notify/incident-42/review.csv").open()))
+    review = list(
+        csv.DictReader(
+            (workspace.root / ".notify/incident-42/review.csv").open(encoding="utf-8-sig")
+        )
+    )
     assert [(r["email"], r["kind"], r["row"]) for r in review] == [
         ("mary@gmial.com", "typo domain", "2"),
         ("support@example.com", "role address", "3"),
@@ -141,5 +151,43 @@ def test_allow_typo_domains_sends_to_them_and_still_lists_them(workspace, run_cl
     allowed = run_cli(workspace, "check", "--incident", "42", "--allow-typo-domains")
     assert allowed.exit_code == 0, allowed.output
     assert "  recipients                  1" in allowed.output.splitlines()
-    review = list(csv.DictReader((workspace.root / ".notify/incident-42/review.csv").open()))
+    review = list(
+        csv.DictReader(
+            (workspace.root / ".notify/incident-42/review.csv").open(encoding="utf-8-sig")
+        )
+    )
     assert review[0]["detail"] == "sent although it looks like gmail.com (--allow-typo-domains)"
+
+
+def test_rows_read_as_windows_1252_and_bidi_controls_are_named_with_their_rows(workspace, run_cli):
+    header = "Customer,Email Address,Phone,order_id,amount\n"
+    workspace.write(
+        "data/affected.csv",
+        header.encode()
+        + "Zoë Müller,zoe@example.com,,A-1,1\n".encode()
+        + "José Núñez,jose@example.com,,A-2,2\n".encode("cp1252")
+        + "Ann \u202eeeL,ann@example.com,,A-3,3\n".encode()
+        + b"Bob,bob@example.com,,A-4,4\n"
+        + "Renée,renee@example.com,,A-5,5\n".encode("cp1252"),
+    )
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "  addresses to review         3" in lines
+    assert "    not UTF-8                 2" in lines
+    assert "    bidi control              1" in lines
+    assert (
+        "Rows read as Windows-1252 (not UTF-8 like the rest); check their names: "
+        "data/affected.csv rows 3, 6"
+    ) in lines
+    assert (
+        "Rows with bidirectional controls in a value; check they read right: "
+        "data/affected.csv row 4"
+    ) in lines
+    with (workspace.root / ".notify/incident-42/review.csv").open(encoding="utf-8-sig") as out:
+        review = [(r["email"], r["kind"], r["row"]) for r in csv.DictReader(out)]
+    assert review == [
+        ("jose@example.com", "not UTF-8", "3"),
+        ("renee@example.com", "not UTF-8", "6"),
+        ("ann@example.com", "bidi control", "4"),
+    ]

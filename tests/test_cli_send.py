@@ -24,7 +24,7 @@ def test_dry_run_writes_previews_and_touches_nothing(workspace, run_cli, smtp_se
         "000002-bob_example.com.eml",
         "000003-zoe_example.org.eml",
     ]
-    summary = list(csv.DictReader((folder / "summary.csv").open(encoding="utf-8")))
+    summary = list(csv.DictReader((folder / "summary.csv").open(encoding="utf-8-sig")))
     assert [row["to"] for row in summary] == [
         "ann@example.com",
         "bob@example.com",

@@ -344,7 +344,8 @@ def test_a_url_that_cannot_be_parsed_names_the_setting() -> None:
     with pytest.raises(LedgerError) as caught:
         Ledger.open("postgresql://user@host:notaport/db")
     assert str(caught.value) == (
-        "NOTIFY_LEDGER='postgresql://user@host:notaport/db' is not a database URL or path"
+        "NOTIFY_LEDGER='postgresql://user@host:notaport/db' is not a database URL or path; "
+        "write it like postgresql://user@host/ledger or .notify/ledger.db"
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 
 import pytest
 
 from notify import pipeline
 from notify.compose import Outgoing
-from notify.errors import RenderError
+from notify.errors import OutputError, RenderError
 from notify.transports.preview import PreviewWriter
 from notify.workspace import Context
 from tests.conftest import make_rows
@@ -90,7 +91,7 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
     assert (
         index.count("<tr><td>") == 2 and "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
     )
-    with (tmp_path / "p" / "summary.csv").open(encoding="utf-8", newline="") as handle:
+    with (tmp_path / "p" / "summary.csv").open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1:] == [
         ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>"],
@@ -98,3 +99,25 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
     ]
     writer.discard()
     assert list((tmp_path / "p").iterdir()) == []
+
+
+def test_the_summary_opens_in_a_spreadsheet_without_running_a_formula(workspace, tmp_path):
+    workspace.rows([['=HYPERLINK("http://x")', "ann@example.com", "", "A-1", "1"]])
+    workspace.write("templates/apology/subject.j2", "{{ customer.name }}\n")
+    preview(workspace, folder=tmp_path / "p")
+    summary = tmp_path / "p" / "summary.csv"
+    assert summary.read_bytes().startswith(codecs.BOM_UTF8)
+    with summary.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["file", "to", "subject", "source_row", "message_id"]
+    assert rows[1][2] == '\'=HYPERLINK("http://x")'
+
+
+def test_a_preview_folder_under_a_file_is_one_line(workspace, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError) as raised:
+        preview(workspace, folder=tmp_path / "file" / "previews")
+    assert str(raised.value) == (
+        f"cannot write previews to {tmp_path}/file/previews: it, or a folder above it, is a "
+        "file; choose another --preview-dir"
+    )

@@ -1,12 +1,29 @@
-"""The report's rows: the unreachable first, each with its export row, safely escaped."""
+"""The report's rows: the unreachable first, each with its export row, safely escaped; and
+every CSV notify writes opens in a spreadsheet with its accents right and no formula run."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 
-from notify.models import Reject
-from notify.reports import ReportRow, counts, ordered, reject_rows, write_csv, write_html
+import pytest
+
+from notify.errors import OutputError
+from notify.models import CleanResult, LookAlike, Reject, Review
+from notify.reports import (
+    ReportRow,
+    counts,
+    ordered,
+    reject_rows,
+    safe_cells,
+    write_csv,
+    write_html,
+    write_lookalikes,
+    write_rejects,
+    write_report,
+    write_review,
+)
 
 
 def row(state: str, email: str, number: int, **contact: str) -> ReportRow:
@@ -50,3 +67,62 @@ def test_html_escapes_what_the_export_holds():
     assert "<script>" not in page and "<b>Eve</b>" not in page
     assert "&lt;b&gt;Eve&lt;/b&gt;" in page and "<title>Incident &lt;1&gt;</title>" in page
     assert '<tr class="unreachable">' in page
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1 555 0101", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+KEPT = ["Ann", "-3.50", "+49", "42", "a=b", ""]
+
+
+def test_a_cell_starting_like_a_formula_gets_a_quote_and_plain_numbers_stay():
+    assert safe_cells([*FORMULAS, *KEPT, 7, None]) == [
+        *("'" + cell for cell in FORMULAS),
+        *KEPT,
+        7,
+        None,
+    ]
+
+
+def test_the_report_file_has_a_bom_and_no_formula(tmp_path):
+    path = tmp_path / "report.csv"
+    write_report(
+        [row("gave-up", "=cmd@x.io", 1, Phone="+1 555 0101", Note="-2+3")], path, html_title=None
+    )
+    assert path.read_bytes().startswith(codecs.BOM_UTF8)
+    with path.open(encoding="utf-8-sig", newline="") as out:
+        [record] = list(csv.DictReader(out))
+    assert (record["email"], record["export: Phone"], record["export: Note"]) == (
+        "'=cmd@x.io",
+        "'+1 555 0101",
+        "'-2+3",
+    )
+
+
+def test_the_files_check_writes_have_a_bom_and_no_formula(tmp_path):
+    cleaned = CleanResult(
+        recipients=[],
+        rejects=[Reject("x.csv", 2, "Email", "=1+2", "not a valid address")],
+        lookalikes=[LookAlike("@a@x.io", "+b@x.io", "similar names '=A' and 'A'")],
+        rows_read=1,
+        review=[Review("-x@x.io", "bidi control", "name holds U+202E", "x.csv", 3)],
+    )
+    files = {name: tmp_path / f"{name}.csv" for name in ("rejects", "lookalikes", "review")}
+    write_rejects(cleaned, files["rejects"])
+    write_lookalikes(cleaned, files["lookalikes"])
+    write_review(cleaned, files["review"])
+    read = {}
+    for name, path in files.items():
+        assert path.read_bytes().startswith(codecs.BOM_UTF8)
+        with path.open(encoding="utf-8-sig", newline="") as out:
+            read[name] = list(csv.reader(out))
+    assert read["rejects"][1] == ["x.csv", "2", "Email", "'=1+2", "not a valid address"]
+    assert read["lookalikes"][1] == ["'@a@x.io", "'+b@x.io", "similar names '=A' and 'A'"]
+    assert read["review"][1] == ["'-x@x.io", "bidi control", "name holds U+202E", "x.csv", "3"]
+
+
+def test_a_report_into_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(OutputError) as raised:
+        write_report([], tmp_path / "nope" / "r.csv", html_title=None)
+    assert str(raised.value) == (
+        f"cannot write {tmp_path}/nope/r.csv: folder {tmp_path}/nope does not exist; create the "
+        "folder or choose another path"
+    )

@@ -193,6 +193,15 @@ def test_postgres_errors_are_one_line_with_the_drivers_words(tmp_path: Path, pg_
 
 
 @pytest.mark.postgres
+def test_a_join_giving_two_columns_one_name_is_refused(tmp_path: Path, pg_table: str) -> None:
+    query = f"SELECT a.id, a.email, b.email FROM {pg_table} a JOIN {pg_table} b ON a.id = b.id"
+    assert refused(tmp_path, url=PG, query=query) == (
+        f'{PG}: columns 2 and 3 are both named "email"; give one another name with AS in '
+        "[source] query"
+    )
+
+
+@pytest.mark.postgres
 def test_postgres_session_is_read_only_even_when_a_select_has_side_effects(
     tmp_path: Path, pg_table: str
 ) -> None:
@@ -303,6 +312,12 @@ def test_sqlite_errors(tmp_path: Path, crm_db: Path) -> None:
     )
     assert refused(tmp_path, url="sqlite:///data/crm.db", query_file="q.sql") == (
         "q.sql not found; write the query there or fix [source] query_file"
+    )
+    assert refused(
+        tmp_path, path="data/crm.db", query="SELECT email, id AS Email FROM customers"
+    ) == (
+        'data/crm.db: columns 1 and 2 are named "email" and "Email", which notify cannot tell '
+        "apart; give one another name with AS in [source] query"
     )
 
 

@@ -7,7 +7,8 @@ addresses are listed for the operator and never merged.
 Addresses are never corrected. An internationalised domain is sent in its ASCII form; a
 non-ASCII local part is kept (it needs a relay offering SMTPUTF8). A likely typo of a
 popular mail domain holds the address back (a reject) unless `allow_typo_domains`; typo
-domains let through, role addresses and SMTPUTF8 addresses are listed for review.
+domains let through, role addresses and SMTPUTF8 addresses are listed for review, and so
+are rows a source read with a guessed encoding and values holding bidirectional controls.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextlib
 import difflib
 import gc
 import itertools
+import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,8 @@ from notify.cleaning.addresses import check_address, needs_smtputf8, role_of, ty
 from notify.cleaning.lookalikes import find_lookalikes
 from notify.errors import SourceError
 from notify.models import (
+    NOTE_COLUMN,
+    ORIGIN_COLUMNS,
     ROW_COLUMN,
     SOURCE_COLUMN,
     CleanResult,
@@ -37,7 +42,9 @@ from notify.models import (
 )
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # marks, embeddings, isolates
 TYPO_DOMAIN, ROLE_ADDRESS, SMTPUTF8 = "typo domain", "role address", "SMTPUTF8"  # Review kinds
+LEGACY_ENCODING, BIDI_CONTROL = "not UTF-8", "bidi control"  # Review kinds of one row
 
 
 def resolve_columns(
@@ -73,6 +80,7 @@ def clean(
         keyed, rejects = _keyed_rows(
             frame, columns=columns, items=items, where=where, allow_typo_domains=allow_typo_domains
         )
+        noted = row_reviews(keyed, frame.get(NOTE_COLUMN))
         recipients = group_rows(keyed)
         # The recipients hold what they need of the rows: unless the caller keeps the export,
         # it is freed here, before the look-alike search (the peak of memory).
@@ -82,7 +90,7 @@ def clean(
             rejects=rejects,
             lookalikes=find_lookalikes(recipients),
             rows_read=rows_read,
-            review=_review(recipients, rejects, allow_typo_domains=allow_typo_domains),
+            review=_review(recipients, rejects, allow_typo_domains=allow_typo_domains) + noted,
         )
 
 
@@ -108,7 +116,7 @@ def _keyed_rows(
     allow_typo_domains: bool,
 ) -> tuple[KeyedRows, list[Reject]]:
     """Trim the cells, validate each distinct address once, and key every row by it."""
-    data_columns = [c for c in frame.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
+    data_columns = [c for c in frame.columns if c not in ORIGIN_COLUMNS]
     field_columns = resolve_columns(data_columns, columns, where=where, section="columns")
     item_columns = resolve_columns(data_columns, items, where=where, section="group")
     email_column = field_columns["email"]
@@ -236,6 +244,38 @@ def _trim(column: pd.Series) -> list[str]:
         (value if value.isascii() else value.translate(_INVISIBLE)).strip()
         for value in column.astype(str).tolist()
     ]
+
+
+def row_reviews(keyed: KeyedRows, notes: pd.Series | None) -> list[Review]:
+    """Rows to look at before they go: a line that was not UTF-8 like the rest of its file
+    (the source noted it), and values holding bidirectional controls, which can make a name
+    display in another order. Both are sent all the same."""
+    emails = dict(keyed.fields)["email"]
+    review = [
+        Review(keyed.addresses[i] or emails[i], LEGACY_ENCODING, note, keyed.sources[i], row)
+        for i, (row, note) in enumerate(zip(keyed.rows, _notes(notes), strict=False))
+        if note
+    ]
+    seen: set[tuple[int, str]] = set()
+    for name, cells in [*keyed.fields, *keyed.items]:
+        for i in [i for i, value in enumerate(cells) if not value.isascii()]:
+            found = _BIDI.search(cells[i])
+            recipient = int(keyed.row_keys[i])
+            if found is None or recipient < 0 or (recipient, name) in seen:
+                continue
+            seen.add((recipient, name))
+            detail = (
+                f"{name} holds U+{ord(found[0]):04X} {unicodedata.name(found[0])}, which can "
+                "make it display in another order; sent as it is"
+            )
+            review.append(
+                Review(keyed.addresses[i], BIDI_CONTROL, detail, keyed.sources[i], keyed.rows[i])
+            )
+    return review
+
+
+def _notes(notes: pd.Series | None) -> list[str]:
+    return [] if notes is None else notes.astype(str).tolist()
 
 
 def _review(

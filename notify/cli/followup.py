@@ -130,11 +130,14 @@ def report(incident_id: str, workspace_dir: Path, output_format: str, output: Pa
     """Every customer's outcome, the unreachable first with their export row (phone)."""
     result = followup.report(open_context(workspace_dir), incident_id)
     title = f"Incident {incident_id}: {result.title}"
-    with click.open_file(str(output or "-"), "w", encoding="utf-8") as out:
-        if output_format == "html":
-            reports.write_html(result.rows, out, title=title)
-        else:
-            reports.write_csv(result.rows, out)
+    if output is not None:
+        reports.write_report(
+            result.rows, output, html_title=title if output_format == "html" else None
+        )
+    elif output_format == "html":
+        reports.write_html(result.rows, click.get_text_stream("stdout", "utf-8"), title=title)
+    else:
+        reports.write_csv(result.rows, click.get_text_stream("stdout", "utf-8"))
     if output is not None:
         summary = ", ".join(f"{n} {outcome}" for outcome, n in result.counts.items())
         click.echo(f"Wrote {output}: {summary}.")

@@ -10,11 +10,29 @@ from typing import Any
 
 import click
 
+from notify.cleaning.addresses import normalise_address
 from notify.models import RunSummary
 from notify.workspace import Context
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_LISTED_UNDELIVERED = 20
+
+
+class AddressType(click.ParamType):
+    """An option naming one mail address, checked like the export's addresses."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        checked = normalise_address(str(value))
+        if isinstance(checked, str):
+            reason = checked.removeprefix("not a valid address: ").rstrip(".")
+            self.fail(
+                f"{value!r} is not an address ({reason}); give one, like you@example.com",
+                param,
+                ctx,
+            )
+        return checked[1]
 
 
 def workspace_option(command: Callable[..., Any]) -> Callable[..., Any]:

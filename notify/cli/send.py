@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 
-from notify import pipeline
+from notify import pipeline, reports
 from notify import status as standing
 from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
+    AddressType,
     incident_option,
     open_context,
     outcome_counts,
@@ -48,7 +49,9 @@ def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> No
 )
 @click.option("--yes", is_flag=True, help="Send without asking for confirmation.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients this run.")
-@click.option("--to", "test_address", metavar="ADDRESS", help="Test send: deliver to ADDRESS only.")
+@click.option(
+    "--to", "test_address", type=AddressType(), help="Test send: deliver to ADDRESS only."
+)
 @click.option(
     "--accept-changes",
     is_flag=True,
@@ -218,6 +221,8 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Look-alikes to review: {workspace.relative(report.lookalikes_file)}")
     if cleaned.review:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
+    for line in reports.flagged_rows(cleaned.review):
+        click.echo(line)
 
 
 def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,13 +112,14 @@ class Ledger:
             yield connection
 
     @classmethod
-    def open(cls, location: str | Path) -> Ledger:
-        """A file path or SQLAlchemy URL; the schema is brought up to date on first use."""
-        url = _url(location)
+    def open(cls, location: str | Path, *, setting: str = "NOTIFY_LEDGER") -> Ledger:
+        """A file path or SQLAlchemy URL; the schema is brought up to date on first use.
+        `setting` is where the location came from, for the error line."""
+        url = _url(location, setting)
         where = url.render_as_string(hide_password=True)
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise LedgerError(
-                f"NOTIFY_LEDGER={where}: the ledger lives in SQLite (one machine) or "
+                f"{setting}={where}: the ledger lives in SQLite (one machine) or "
                 "PostgreSQL (several); use a sqlite:// or postgresql:// URL"
             )
         try:
@@ -131,7 +133,7 @@ class Ledger:
             ledger.migrate()
         except (SQLAlchemyError, ImportError) as exc:  # ImportError: no driver for the URL
             raise LedgerError(
-                f"cannot open the ledger at {where} ({_reason(exc)}); check NOTIFY_LEDGER"
+                f"cannot open the ledger at {where} ({_reason(exc)}); check {setting}"
             ) from exc
         return ledger
 
@@ -352,7 +354,7 @@ class Ledger:
         self.engine.dispose()
 
 
-def _url(location: str | Path) -> sa.URL:
+def _url(location: str | Path, setting: str) -> sa.URL:
     text = str(location)
     if "://" in text:
         try:
@@ -361,9 +363,18 @@ def _url(location: str | Path) -> sa.URL:
                 url = url.set(drivername="postgresql+psycopg")
             return url
         except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port like ':abc'
-            raise LedgerError(f"NOTIFY_LEDGER={text!r} is not a database URL or path") from exc
+            raise LedgerError(
+                f"{setting}={text!r} is not a database URL or path; write it like "
+                "postgresql://user@host/ledger or .notify/ledger.db"
+            ) from exc
     path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(
+            f"{setting}={text}: cannot create its folder ({exc.strerror or exc}); "
+            f"point {setting} at a file in a folder you may write to"
+        ) from exc
     return sa.URL.create("sqlite+pysqlite", database=str(path))
 
 
@@ -424,13 +435,21 @@ class Suppression:
 
 
 def recipients(
-    ledger: Ledger, incident_id: str, *, states: Iterable[State] | None = None
+    ledger: Ledger,
+    incident_id: str,
+    *,
+    states: Iterable[State] | None = None,
+    unclaimed: bool = False,
 ) -> list[LedgerRecipient]:
-    """Every recipient of an incident (or those in `states`), in source order."""
+    """Every recipient of an incident (or those in `states`), in source order. With
+    `unclaimed`, only those no live sender holds: what another `resend` is sending now
+    is neither due nor given up here."""
     table = recipients_table
     query = sa.select(table).where(table.c.incident_id == incident_id)
     if states is not None:
         query = query.where(table.c.state.in_([s.value for s in states]))
+    if unclaimed:
+        query = query.where(sa.or_(table.c.claimed_by.is_(None), table.c.lease_until < time.time()))
     with ledger.engine.connect() as connection:
         rows = connection.execute(query.order_by(table.c.first_row)).all()
     return [_recipient(row) for row in rows]

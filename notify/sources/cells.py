@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
+from notify.errors import SourceError
 from notify.models import ROW_COLUMN, SOURCE_COLUMN
 
 
@@ -52,19 +53,38 @@ def _bytes_text(value: bytes) -> str:
         return value.hex()
 
 
-def header_names(raw: Iterable[Any]) -> list[str]:
-    """Column names stripped of spaces and made unique ("Email", "Email.1") like pandas does."""
+def header_names(
+    raw: Iterable[Any], *, where: str, fix: str, place: Callable[[int], str] = str
+) -> list[str]:
+    """Column names stripped of spaces; two that notify cannot tell apart stop the read, since
+    a manifest naming one would silently ignore the other. `place` shows a 1-based position."""
     names: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, value in enumerate(raw):
         name = cell_text(value).strip() or f"Unnamed: {index}"
-        unique, suffix = name, 0
-        while unique.lower() in seen:
-            suffix += 1
-            unique = f"{name}.{suffix}"
-        seen.add(unique.lower())
-        names.append(unique)
+        folded = _fold(name)
+        if folded in seen:
+            first = seen[folded]
+            raise SourceError(
+                f"{where}: columns {place(first + 1)} and {place(index + 1)} are "
+                f"{_named(names[first], name)}; {fix}",
+                path=where,
+                column=name,
+            )
+        seen[folded] = index
+        names.append(name)
     return names
+
+
+def _fold(name: str) -> str:
+    """A column name as cleaning matches the manifest's: case and runs of spaces do not count."""
+    return " ".join(name.casefold().split())
+
+
+def _named(first: str, second: str) -> str:
+    if first == second:
+        return f'both named "{first}"'
+    return f'named "{first}" and "{second}", which notify cannot tell apart'
 
 
 def text_frame(

@@ -1,41 +1,34 @@
 """Read CSV, TSV and TXT exports as the operator was handed them: any usual encoding or delimiter.
 
-Encoding: a byte-order mark decides, then valid UTF-8; a file full of NULs is BOM-less UTF-16
-(charset-normalizer tells which); anything else is Windows-1252, which has every Latin-1 letter.
-
-Python's csv module checks every record first and gives the physical line it starts on; then
-pandas' C parser builds the columns fast. pandas alone would pad a short row silently, and
-cannot say where a record that spans lines begins.
+notify.sources.encodings decodes the file (and notes lines that needed a guess); then Python's
+csv module checks every record and gives the physical line it starts on; then pandas' C parser
+builds the columns fast. pandas alone would pad a short row silently, and cannot say where a
+record that spans lines begins.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
-import charset_normalizer
 import pandas as pd
 
 from notify.errors import SourceError
+from notify.models import NOTE_COLUMN, ROW_COLUMN
 from notify.sources.cells import header_names, with_origin
+from notify.sources.encodings import CONFIG_HINT, Decoded, decode, refuse_binary
 
-_CHUNK = 1 << 20
 _SAMPLE = 1 << 16
-_UTF16 = ["utf_16_le", "utf_16_be"]
-_BOMS = [
-    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-]
 _DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_WORDS = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
-_CONFIG_HINT = "in [source]"
+LEGACY_NOTE = (
+    "line {line} is not UTF-8 like the rest of the file, so it was read as Windows-1252; "
+    "check its names read right"
+)
 
 
 @dataclass(frozen=True)
@@ -51,20 +44,21 @@ def read_delimited(
     path: Path, *, name: str, encoding: str | None, delimiter: str | None
 ) -> pd.DataFrame:
     """Every data row of a delimited text export, numbered by the line it starts on."""
-    chosen = _encoding(path, name, encoding)
-    sample = _sample(path, chosen)
+    text = decode(path, name, encoding)
+    sample = text.sample()
     if not sample.strip():
         raise SourceError(f"{name} is empty; export the affected customers again", path=name)
+    refuse_binary(sample, name)
     sep = _delimiter(delimiter, name) if delimiter else sniff_delimiter(sample, path.suffix)
-    layout = _layout(path, name, chosen, sep)
-    frame = _parse(path, name, chosen, sep)
+    layout = _layout(text, name, sep)
+    frame = _parse(text, name, sep)
     if len(frame) != len(layout.starts):
         raise SourceError(
             f"{name}: pandas and the csv module disagree on the number of rows; "
             'look for stray " characters, or save the export again from its program',
             path=name,
         )
-    frame.columns = header_names(layout.header)
+    frame.columns = header_names(layout.header, where=name, fix="rename one in the export")
     numbers = layout.starts
     if layout.blank:
         frame = frame.drop(index=layout.blank).reset_index(drop=True)
@@ -74,16 +68,29 @@ def read_delimited(
         raise SourceError(
             f"{name} has a header but no rows; export the affected customers again", path=name
         )
-    return with_origin(_drop_empty_unnamed(frame), numbers, name)
+    frame = with_origin(_drop_empty_unnamed(frame), numbers, name)
+    return _with_notes(frame, text.legacy_lines, layout.starts)
 
 
-def _parse(path: Path, name: str, encoding: str, sep: str) -> pd.DataFrame:
+def _with_notes(frame: pd.DataFrame, lines: tuple[int, ...], starts: array[int]) -> pd.DataFrame:
+    """Note each record holding a line read as Windows-1252, for cleaning to list for review."""
+    notes: dict[int, str] = {}
+    for line in lines:
+        record = bisect_right(starts, line) - 1
+        if record >= 0:  # not in the header
+            notes.setdefault(starts[record], LEGACY_NOTE.format(line=line))
+    if notes:
+        frame[NOTE_COLUMN] = frame[ROW_COLUMN].map(notes).fillna("")
+    return frame
+
+
+def _parse(text: Decoded, name: str, sep: str) -> pd.DataFrame:
     """Every value as str, "" for an empty one, blank lines kept so row positions match."""
     try:
         return pd.read_csv(
-            path,
+            text.raw(),
             sep=sep,
-            encoding=encoding,
+            encoding=text.encoding,
             header=0,
             dtype=str,
             keep_default_na=False,
@@ -105,105 +112,12 @@ def _drop_empty_unnamed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=empty) if empty else frame
 
 
-def _encoding(path: Path, name: str, override: str | None) -> str:
-    if override:
-        try:
-            chosen = codecs.lookup(override).name
-        except LookupError as exc:
-            raise SourceError(
-                f'{name}: unknown encoding "{override}"; use e.g. encoding = "utf-8", '
-                f'"cp1252" or "utf-16" {_CONFIG_HINT}',
-                path=name,
-            ) from exc
-        _check_decodes(path, name, chosen)
-        return chosen
-    with path.open("rb") as handle:
-        head = handle.read(_SAMPLE)
-    for bom, codec in _BOMS:
-        if head.startswith(bom):
-            _check_decodes(path, name, codec)
-            return codec
-    if head.startswith(b"PK\x03\x04"):
-        raise SourceError(
-            f"{name} is a zip file, probably an Excel workbook; rename it to .xlsx", path=name
-        )
-    failure = _first_bad_byte(path, "utf-8")
-    if failure is None:
-        return "utf-8"
-    chosen = _utf16_without_bom(path, failure) or "cp1252"
-    _check_decodes(path, name, chosen)  # names the first byte that is not text
-    return chosen
-
-
-def _utf16_without_bom(path: Path, failure: int) -> str | None:
-    """Only UTF-16 text is full of NULs; charset-normalizer tells LE from BE, on samples only."""
-    with path.open("rb") as handle:
-        sample = handle.read(_SAMPLE)
-        if failure > _SAMPLE:
-            handle.seek(failure - failure % 2)
-            sample += handle.read(_SAMPLE)
-    if b"\x00" not in sample:
-        return None
-    best = charset_normalizer.from_bytes(sample, cp_isolation=_UTF16).best()
-    return None if best is None else best.encoding
-
-
-def _first_bad_byte(path: Path, encoding: str) -> int | None:
-    """The offset of the first byte that does not decode (or is NUL), reading in chunks."""
-    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    offset = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                return offset - pending + exc.start
-            if "\x00" in text:
-                return offset + _nul_position(chunk, text, encoding)
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return offset - len(decoder.getstate()[0])
-    return None
-
-
-def _nul_position(chunk: bytes, text: str, encoding: str) -> int:
-    """NUL is never text in an export; for wide encodings the position is near enough."""
-    if not encoding.replace("_", "-").startswith(("utf-16", "utf-32")):
-        return chunk.find(b"\x00")
-    unit = "utf-16-le" if "16" in encoding else "utf-32-le"
-    return len(text[: text.index("\x00")].encode(unit))
-
-
-def _check_decodes(path: Path, name: str, encoding: str) -> None:
-    offset = _first_bad_byte(path, encoding)
-    if offset is None:
-        return
-    data = path.read_bytes()
-    line = data[:offset].decode(encoding, errors="replace").count("\n") + 1
-    byte = data[offset] if offset < len(data) else 0
-    shown = "UTF-8 or Windows-1252" if encoding in {"utf-8", "cp1252"} else encoding
-    raise SourceError(
-        f"{name}: byte 0x{byte:02X} at offset {offset} (line {line}) is not valid "
-        f'{shown} text; save the export as CSV (UTF-8), or set encoding = "..." {_CONFIG_HINT}',
-        path=name,
-        row=line,
-    )
-
-
-def _sample(path: Path, encoding: str) -> str:
-    with path.open(encoding=encoding, newline="") as handle:
-        return handle.read(_SAMPLE)
-
-
 def _delimiter(value: str, name: str) -> str:
     chosen = _DELIMITER_WORDS.get(value.lower(), value)
     if len(chosen) != 1 or chosen in '"\r\n':
         raise SourceError(
             f'{name}: delimiter "{value}" must be one character, or tab, comma, semicolon, '
-            f"pipe {_CONFIG_HINT}",
+            f"pipe {CONFIG_HINT}",
             path=name,
         )
     return chosen
@@ -232,12 +146,12 @@ def sniff_delimiter(sample: str, suffix: str = "") -> str:
     return best
 
 
-def _layout(path: Path, name: str, encoding: str, sep: str) -> _Layout:
+def _layout(text: Decoded, name: str, sep: str) -> _Layout:
     """Check every record's field count and note the physical line it starts on."""
     starts: array[int] = array("q")
     blank: list[int] = []
     line = 1
-    with path.open(encoding=encoding, newline="") as handle:
+    with text.open() as handle:
         reader = csv.reader(handle, delimiter=sep, quotechar='"', strict=True)
         try:
             header = next(reader, [])
@@ -279,7 +193,7 @@ def _field_count_error(name: str, line: int, width: int, found: int, sep: str) -
     return SourceError(
         f"{name} line {line}: expected {width} fields, found {found} with delimiter "
         f'"{_shown(sep)}"; quote values that contain it, or set delimiter = "{other}" '
-        f"(or the right one) {_CONFIG_HINT}",
+        f"(or the right one) {CONFIG_HINT}",
         path=name,
         row=line,
     )

@@ -8,7 +8,8 @@
     [source] url + query              notify.sources.sql: a live database, read-only
 
 Every data column holds str ("" for a missing value); ROW_COLUMN is the row number a person
-would point at (the line in a text file, the row in a sheet, the result row of a query).
+would point at (the line in a text file, the row in a sheet, the result row of a query), and
+NOTE_COLUMN, when a source adds it, says why a row needs a look.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from notify.errors import SourceError
-from notify.models import ROW_COLUMN, SOURCE_COLUMN, SourceSpec
+from notify.models import NOTE_COLUMN, ORIGIN_COLUMNS, SourceSpec
 from notify.sources.delimited import read_delimited
 from notify.sources.dumps import dump_tables, load_dump
 from notify.sources.sheets import read_jsonl, read_xlsx
@@ -52,9 +53,12 @@ def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for frame in frames:
         frame.columns = [spelling.setdefault(str(c).lower(), str(c)) for c in frame.columns]
     stacked = pd.concat(frames, ignore_index=True, sort=False)
-    data = [c for c in stacked.columns if c not in (ROW_COLUMN, SOURCE_COLUMN)]
+    data = [c for c in stacked.columns if c not in ORIGIN_COLUMNS]
+    origin = [c for c in ORIGIN_COLUMNS if c in stacked.columns]
     stacked[data] = stacked[data].fillna("")
-    return stacked[[*data, ROW_COLUMN, SOURCE_COLUMN]]
+    if NOTE_COLUMN in stacked.columns:  # only some sources noted rows
+        stacked[NOTE_COLUMN] = stacked[NOTE_COLUMN].fillna("")
+    return stacked[[*data, *origin]]
 
 
 def _load_one(

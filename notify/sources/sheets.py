@@ -12,12 +12,14 @@ from typing import Any
 
 import openpyxl
 import pandas as pd
+from openpyxl.utils import get_column_letter
 from openpyxl.utils.exceptions import InvalidFileException
 
 from notify.errors import SourceError
 from notify.sources.cells import cell_text, header_names, text_frame
 
 _DECIMALS = re.compile(r"0\.(0+)")  # "0.00", "#,##0.00": the digits Excel shows
+_ONE_SPELLING = "spell each key one way on every line of the export"
 
 
 def read_jsonl(path: Path, name: str) -> pd.DataFrame:
@@ -34,9 +36,30 @@ def read_jsonl(path: Path, name: str) -> pd.DataFrame:
                 numbers.append(number)
     if not records:
         raise SourceError(f"{name} has no rows; export the affected customers again", path=name)
-    keys = list(dict.fromkeys(key for record in records for key in record))
+    keys = _jsonl_keys(records, numbers, name)
     rows = [[record.get(key, "") for key in keys] for record in records]
-    return text_frame(header_names(keys), rows, numbers, name)
+    return text_frame(header_names(keys, where=name, fix=_ONE_SPELLING), rows, numbers, name)
+
+
+def _jsonl_keys(records: list[dict[str, str]], numbers: list[int], name: str) -> list[str]:
+    """Every key in order of appearance; two spelt differently ("Email", "email") would be two
+    columns, and a manifest naming one would miss the other's rows."""
+    first_line: dict[str, int] = {}
+    for record, number in zip(records, numbers, strict=True):
+        for key in record:
+            first_line.setdefault(key, number)
+    by_fold: dict[str, str] = {}
+    for key, number in first_line.items():
+        other = by_fold.setdefault(" ".join(key.casefold().split()), key)
+        if other != key:
+            raise SourceError(
+                f'{name}: key "{other}" (line {first_line[other]}) and key "{key}" (line {number}) '
+                f"differ only in case or spaces; {_ONE_SPELLING}",
+                path=name,
+                row=number,
+                column=key,
+            )
+    return list(first_line)
 
 
 def _jsonl_line(raw: bytes, name: str, number: int, offset: int) -> str:
@@ -53,7 +76,15 @@ def _jsonl_line(raw: bytes, name: str, number: int, offset: int) -> str:
 
 def _json_object(line: str, name: str, number: int) -> dict[str, str]:
     try:
-        value = json.loads(line, parse_float=Decimal)
+        value = json.loads(line, parse_float=Decimal, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise SourceError(
+            f'{name} line {number}: key "{exc.key}" appears twice in one object; '
+            "keep one in the export",
+            path=name,
+            row=number,
+            column=exc.key,
+        ) from exc
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"{name} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
@@ -69,6 +100,22 @@ def _json_object(line: str, name: str, number: int) -> dict[str, str]:
             row=number,
         )
     return {str(key): _json_text(item) for key, item in value.items()}
+
+
+class _RepeatedKey(ValueError):
+    """json.loads keeps the last of two equal keys; an export holding both is ambiguous."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _RepeatedKey(next(key for i, key in enumerate(keys) if key in keys[:i]))
+    return value
 
 
 def _json_text(value: Any) -> str:
@@ -123,7 +170,13 @@ def _sheet_frame(worksheet: Any, where: str, name: str) -> pd.DataFrame:
         )
     width = max(_used(row) for row in [header, *rows])
     padded = [(row + [""] * width)[:width] for row in rows]
-    return text_frame(header_names((header + [""] * width)[:width]), padded, numbers, name)
+    names = header_names(
+        (header + [""] * width)[:width],
+        where=where,
+        fix="rename one in the workbook",
+        place=get_column_letter,
+    )
+    return text_frame(names, padded, numbers, name)
 
 
 def _used(values: list[str]) -> int:

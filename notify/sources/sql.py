@@ -24,6 +24,7 @@ from notify.errors import SourceError
 from notify.sources.cells import cell_text, header_names, text_frame
 
 _BATCH = 10_000
+_RENAME = "give one another name with AS in [source] query"
 _TIMEOUT = 10  # seconds to wait for a server that does not answer
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DRIVERS = {
@@ -153,11 +154,15 @@ def query_sqlite(
     """Run a checked query on SQLite (a file or a loaded dump) with :incident bound."""
     try:
         cursor = connection.execute(query, {"incident": incident_id})
-        columns = header_names(d[0] for d in cursor.description or ())
+        columns = header_names((d[0] for d in cursor.description or ()), where=source, fix=_RENAME)
         rows: list[list[str]] = []
         while batch := cursor.fetchmany(_BATCH):
             rows.extend(_texts(batch))
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise SourceError(
+                f"{source} is not a SQLite database; check [source] path or url", path=source
+            ) from exc
         raise SourceError(
             f"{source}: the query failed: {exc}; fix [source] query", path=source
         ) from exc
@@ -193,7 +198,7 @@ def _run(engine: Engine, query: str, *, incident_id: str, shown: str) -> pd.Data
             result = connection.execution_options(stream_results=True, yield_per=_BATCH).execute(
                 sqlalchemy.text(query), {"incident": incident_id}
             )
-            columns = header_names(result.keys())
+            columns = header_names(result.keys(), where=shown, fix=_RENAME)
             rows = [row for batch in result.partitions() for row in _texts(batch)]
         except StatementError as exc:
             raise SourceError(

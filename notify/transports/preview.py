@@ -7,7 +7,6 @@ are written as the previews are, so a million previews never sit in memory as en
 
 from __future__ import annotations
 
-import csv
 import html
 import re
 import shutil
@@ -15,7 +14,9 @@ from pathlib import Path
 from typing import IO
 
 from notify.compose import Outgoing
+from notify.errors import OutputError
 from notify.models import Outcome, State
+from notify.reports import SafeCsvWriter, csv_writer, open_csv
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 _INDEX_ROWS = "index.html.part"  # the index's rows, until the count for its heading is known
@@ -28,17 +29,24 @@ class PreviewWriter:
         self.folder = folder
         self.written = 0
         self._summary: IO[str] | None = None
-        self._summary_rows: csv._writer | None = None  # type: ignore[name-defined]
+        self._summary_rows: SafeCsvWriter | None = None
         self._index_rows: IO[str] | None = None
 
     def open(self) -> None:
         if self._summary is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write previews to {self.folder}: {_why(exc)}; choose another "
+                "--preview-dir",
+                path=str(self.folder),
+            ) from exc
         for stale in self.folder.glob("*.eml"):  # a preview shows this run only
             stale.unlink()
-        self._summary = (self.folder / "summary.csv").open("w", newline="", encoding="utf-8")
-        self._summary_rows = csv.writer(self._summary)
+        self._summary = open_csv(self.folder / "summary.csv")
+        self._summary_rows = csv_writer(self._summary)
         self._summary_rows.writerow(["file", "to", "subject", "source_row", "message_id"])
         self._index_rows = (self.folder / _INDEX_ROWS).open("w", encoding="utf-8")
 
@@ -87,6 +95,12 @@ class PreviewWriter:
         for name in ("summary.csv", "index.html", _INDEX_ROWS):
             (self.folder / name).unlink(missing_ok=True)
         self.written = 0
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "it, or a folder above it, is a file"
+    return exc.strerror or str(exc)
 
 
 def safe_filename(address: str) -> str:

@@ -238,6 +238,15 @@ class SmtpTransport:
         where = f"{self.host}:{self.port}"
         try:
             connection = self._open_socket()
+            if self.settings.smtp_user and not connection.has_extn("auth"):
+                connection.close()
+                raise AuthError(
+                    f"{where} does not offer AUTH, and NOTIFY_SMTP_USER is set; check "
+                    "NOTIFY_SMTP_SECURITY (many relays offer AUTH only after STARTTLS), or unset "
+                    "NOTIFY_SMTP_USER",
+                    host=self.host,
+                    port=self.port,
+                )
             if self.settings.smtp_user:
                 connection.login(self.settings.smtp_user, self.settings.smtp_password or "")
         except smtplib.SMTPAuthenticationError as exc:
