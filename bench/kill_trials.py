@@ -579,7 +579,9 @@ def wait_and_kill(
                 estimates.add(f"{kind} gap", now - checked_at)
         if checked_at is None and _registered(workspace):
             checked_at = now
-            if trial.moment == "registration":  # between the check and the first message
+            if trial.moment == "check":  # the estimate was too long: kill at once
+                deadline = now
+            elif trial.moment == "registration":  # between the check and the first message
                 gap = estimates.get(f"{kind} gap", DEFAULT_GAP_SECONDS)
                 deadline = now + rng.uniform(0.0, 0.9) * gap
         if all(r.process.poll() is not None for r in victims):
