@@ -392,6 +392,22 @@ class Notify:
             return found if isinstance(found, dict) else None
         return None
 
+    def imported_from(self) -> Path:
+        """Where the children's `import notify` finds it (an editable install elsewhere
+        must not win over PYTHONPATH). Run from the logs folder, as the commands run from a
+        workspace: the current folder comes first on sys.path."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        found = subprocess.run(
+            [sys.executable, "-c", "import notify; print(notify.__file__)"],
+            cwd=self.logs,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return Path(found.stdout.strip()).resolve().parent.parent
+
     def stop_all(self) -> None:
         for running in self.started:
             if running.process.poll() is None:
@@ -983,6 +999,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     options = Options(args.notify_root, args.out, args.reruns, args.run_timeout)
     args.out.mkdir(parents=True, exist_ok=True)
+    imported = Notify(args.notify_root, args.out).imported_from()
+    if imported != args.notify_root.resolve():
+        print(f"python -m notify runs {imported}, not {args.notify_root}: stopping")
+        return 2
     print(f"notify: {_describe_root(args.notify_root)}")
     print(f"{len(trials)} trials, seed {args.seed}, relay delay {args.delay_ms:g} ms/message")
     estimates = Estimates()
