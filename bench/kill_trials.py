@@ -61,6 +61,7 @@ FRACTIONS = {"early": (0.02, 0.2), "mid": (0.3, 0.7), "late": (0.75, 0.97)}
 DEFAULT_READY_SECONDS = 2.0  # from the start to the first message, until a trial measured it
 DEFAULT_GAP_SECONDS = 0.2  # from the end of the check to the first message, likewise
 POLL_SECONDS = 0.002
+LONGEST_WAIT_SECONDS = 300.0  # for a kill moment that never comes: kill anyway
 
 # --------------------------------------------------------------------------------------
 # The recording relay (its own process)
@@ -604,7 +605,7 @@ def wait_and_kill(
             return "exited"
         if (deadline is not None and now >= deadline) or (target and count >= target):
             break
-        if now - started > 300:
+        if now - started > LONGEST_WAIT_SECONDS:
             break
         time.sleep(POLL_SECONDS)
     for running in victims:
