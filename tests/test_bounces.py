@@ -260,7 +260,7 @@ def test_failed_and_delayed_recipients_in_one_report() -> None:
         ("5.1.7", "553 5.1.7 bad sender address syntax", SENDER),
         ("5.4.4", "554 5.4.4 unable to route", HARD),
         ("4.4.1", "451 4.4.1 no answer from host", SOFT),
-        ("5.4.1", "550 5.4.1 too many hops", SENDER),
+        ("5.4.1", "550 5.4.1 too many hops", SOFT),
         (None, "550 Requested action not taken: user unknown", HARD),
         (None, "550 No such user here", HARD),
         (None, "552 Requested mail action aborted: exceeded storage allocation", SOFT),
