@@ -8,12 +8,17 @@ convenience of the modern header objects. Everything decoded is decoded with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
+import quopri
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from email import policy
 from email.header import Header, decode_header
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, BytesParser
 
 _STATUS_TYPES = {"message/delivery-status", "message/global-delivery-status"}
 _RETURNED_TYPES = {"message/rfc822", "message/global"}
@@ -25,6 +30,11 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _LINE_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _MAX_PARTS = 200  # a bounce has a handful; a bomb of nested parts is cut here
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t]*$", re.MULTILINE)
+# Fields that open one recipient's group of a delivery-status report.
+_RECIPIENT_FIELDS = ("original-recipient", "final-recipient")
+_TRANSFER_ENCODINGS = ("base64", "quoted-printable")
+_REPLY_LINE = re.compile(r"^[45]\d\d[ -]")
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,8 @@ class Report:
     action: str  # "failed", "delayed", ... ("failed" when a text bounce implies it)
     status: str | None  # enhanced status code as written, e.g. "5.1.1"
     diagnostic: str  # the remote server's words, on one line
+    context: str = ""  # what the bounce's own text says about this recipient, on one line
+    diagnostic_type: str = ""  # "smtp", "x-unix" (a local program), ... lower-cased
 
 
 @dataclass
@@ -106,10 +118,28 @@ def layout(msg: Message) -> Layout:
             found.returned.extend(_returned(part))
         elif part.is_multipart():
             stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
-        elif ctype == "text/plain" or (ctype == "text/html" and not found.text):
-            text = part_text(part)
-            found.text.append(html_text(text) if ctype == "text/html" else text)
+        elif part.get_content_maintype() == "multipart" and (repaired := _repaired(part)):
+            stack.append(repaired)
+        elif ctype == "text/html" and not found.text:
+            found.text.append(html_text(part_text(part)))
+        elif ctype != "text/html" and part.get_content_maintype() in ("text", "multipart"):
+            found.text.append(part_text(part))  # text, or a multipart whose boundary is lost
     return found
+
+
+def _repaired(part: Message) -> Message | None:
+    """A multipart whose declared boundary never appears, split on the one its body uses."""
+    body = part.get_payload()
+    if not isinstance(body, str):
+        return None
+    seen = Counter(m[1] for m in _BOUNDARY_LINE.finditer(body) if m[1].strip("-"))
+    boundary = next((b for b, n in seen.most_common(1) if n >= 2), None)
+    if boundary is None or boundary == part.get_boundary():
+        return None
+    head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'
+    data = (head + body).encode("utf-8", "surrogateescape")
+    repaired = BytesParser(policy=policy.compat32).parsebytes(data)
+    return repaired if repaired.is_multipart() else None
 
 
 def html_text(markup: str) -> str:
@@ -118,35 +148,75 @@ def html_text(markup: str) -> str:
 
 
 def _status_blocks(part: Message) -> list[dict[str, str]]:
-    """Field groups of a delivery-status part, however the parser split it."""
+    """Field groups of a delivery-status part, however the parser split or encoded it."""
+    return text_blocks(_status_text(part))
+
+
+def _status_text(part: Message) -> str:
+    """A delivery-status part as the text it was sent as: fields, blank lines, decoded."""
     payload = part.get_payload()
     if not isinstance(payload, list):
-        return text_blocks(part_text(part))
-    blocks = []
-    for block in payload:  # message/delivery-status: one Message per group of fields
+        return part_text(part)
+    chunks = []
+    for block in payload:  # the parser made one Message per group of fields
         if isinstance(block, Message):
-            blocks.append({name.lower(): decoded(value).strip() for name, value in block.items()})
+            lines = [f"{name}: {_raw(value)}" for name, value in block.items()]
             rest = block.get_payload(decode=True)  # bytes: raw UTF-8 survives
-            if isinstance(
-                rest, bytes
-            ):  # message/global-delivery-status: the groups after the first
-                blocks.extend(text_blocks(rest.decode("utf-8", "replace")))
-    return [b for b in blocks if b]
+            if isinstance(rest, bytes):  # the groups after the first, or an encoded body
+                lines.append(rest.decode("utf-8", "replace"))
+            chunks.append("\n".join(lines))
+    text = "\n\n".join(chunks)
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    return _transfer_decoded(text, encoding) if encoding in _TRANSFER_ENCODINGS else text
+
+
+def _raw(value: object) -> str:
+    """A header value as written (raw 8-bit read as UTF-8), encoded words left alone."""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text
+
+
+def _transfer_decoded(text: str, encoding: str) -> str:
+    """A base64 or quoted-printable delivery-status body, decoded; as it is if it is not."""
+    data = text.encode("ascii", "replace")
+    try:
+        raw = base64.b64decode(data) if encoding == "base64" else quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return text
+    return raw.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def text_blocks(text: str) -> list[dict[str, str]]:
-    """'Name: value' groups separated by blank lines, with folded lines unfolded."""
+    """'Name: value' groups, folded lines unfolded; a group ends at a blank line or where a
+    recipient field repeats (some servers write the groups without blank lines between)."""
     blocks: list[dict[str, str]] = [{}]
     last = ""
     for line in text.splitlines():
         if not line.strip():
             blocks.append({})
-        elif line[0] in " \t" and last in blocks[-1]:
+        elif (line[0] in " \t" or _continues_reply(last, line)) and last in blocks[-1]:
             blocks[-1][last] += " " + line.strip()
         elif match := _FIELD.match(line):
             last = match[1].lower()
-            blocks[-1][last] = match[2].strip()
+            if last in _RECIPIENT_FIELDS and _opens_group(blocks[-1], last):
+                blocks.append({})
+            blocks[-1].setdefault(last, match[2].strip())
     return [b for b in blocks if b]
+
+
+def _continues_reply(name: str, line: str) -> bool:
+    """A multi-line reply ("550-...", "550 ...") written into Diagnostic-Code unfolded."""
+    return name == "diagnostic-code" and _REPLY_LINE.match(line) is not None
+
+
+def _opens_group(block: dict[str, str], name: str) -> bool:
+    """A recipient field starts a new group when the current one already has it, or already
+    has the fields that follow a recipient (Status, Diagnostic-Code)."""
+    later = "status" in block or "diagnostic-code" in block
+    return name in block or (later and any(f in block for f in _RECIPIENT_FIELDS))
 
 
 def _returned(part: Message) -> list[Message]:
@@ -163,11 +233,13 @@ def report(block: dict[str, str]) -> Report | None:
     recipient = block.get("original-recipient") or block.get("final-recipient")
     if recipient is None and "action" not in block:
         return None
+    diagnostic = block.get("diagnostic-code", "")
     return Report(
         address=address_field(recipient) if recipient else None,
-        action=block.get("action", "failed").split("(")[0].strip().lower(),
+        action=block.get("action", "failed").split("(")[0].strip().lower() or "failed",
         status=_status_field(block.get("status", "")),
-        diagnostic=one_line(_typed_value(block.get("diagnostic-code", ""))),
+        diagnostic=one_line(_typed_value(diagnostic)),
+        diagnostic_type=diagnostic.partition(";")[0].strip().lower() if ";" in diagnostic else "",
     )
 
 
