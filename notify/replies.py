@@ -98,8 +98,9 @@ KIND_OF_REASON: dict[str, BounceKind] = {
 
 
 def _words(*phrases: str) -> re.Pattern[str]:
-    """One pattern for a reason's wordings, compared without case."""
-    return re.compile("|".join(phrases), re.IGNORECASE)
+    """One pattern for a reason's wordings, matched against lower-cased text (faster than
+    re.IGNORECASE, which matters for a bounce naming a hundred recipients)."""
+    return re.compile("|".join(phrases))
 
 
 # Wordings that name a cause, and so win over the status code: "550 5.1.1 ... spam" is
@@ -335,6 +336,7 @@ def reason(
     code = _STATUS.match(status or "")
     subject = f"{code[2]}.{code[3]}" if code else ""
     specific = _STATUS_REASONS.get(subject) if subject not in _VAGUE_STATUS else None
+    diagnostic, context = diagnostic.lower(), context.lower()
     found = (
         _first(_CAUSES, diagnostic)
         or specific

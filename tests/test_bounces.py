@@ -189,7 +189,7 @@ def test_a_huge_list_of_recipients_is_cut() -> None:
     bounce = parsed(data)
     assert len(bounce.recipients) == 100
     assert bounce.recipients[0] == FailedRecipient(
-        "user0@example.org", "5.1.1", HARD, "550 5.1.1 no such user"
+        "user0@example.org", "5.1.1", HARD, "550 5.1.1 no such user", "userunknown"
     )
 
 
@@ -202,7 +202,11 @@ def test_an_html_only_bounce_is_read_as_lines() -> None:
     )
     assert parsed(data).recipients == [
         FailedRecipient(
-            "pat@corp.example", "5.1.1", HARD, "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found"
+            "pat@corp.example",
+            "5.1.1",
+            HARD,
+            "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found",
+            "userunknown",
         )
     ]
 

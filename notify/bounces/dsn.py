@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import itertools
 import quopri
 import re
 from collections import Counter
@@ -30,6 +31,8 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _LINE_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _MAX_PARTS = 200  # a bounce has a handful; a bomb of nested parts is cut here
+_MAX_HEADER = 20_000  # characters of a header value read; a longer one is an attack
+_MAX_STATUS = 200_000  # characters of a delivery-status part read (a few hundred groups)
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t]*$", re.MULTILINE)
 # Fields that open one recipient's group of a delivery-status report.
 _RECIPIENT_FIELDS = ("original-recipient", "final-recipient")
@@ -84,12 +87,13 @@ def _chunk_text(text: bytes | str, charset: str | None) -> str:
 
 def header(msg: Message, name: str) -> str:
     """The first value of a header, decoded; empty when absent."""
-    return decoded(msg.get(name)).strip()
+    value = msg.get(name)
+    return decoded(str(value)[:_MAX_HEADER] if value is not None else None).strip()
 
 
 def headers(msg: Message, name: str) -> list[str]:
     """Every value of a header, decoded (Delivered-To and friends repeat)."""
-    return [decoded(value).strip() for value in msg.get_all(name) or []]
+    return [decoded(str(value)[:_MAX_HEADER]).strip() for value in msg.get_all(name) or []]
 
 
 def part_text(part: Message) -> str:
@@ -132,13 +136,19 @@ def _repaired(part: Message) -> Message | None:
     body = part.get_payload()
     if not isinstance(body, str):
         return None
-    seen = Counter(m[1] for m in _BOUNDARY_LINE.finditer(body) if m[1].strip("-"))
+    lines = itertools.islice(_BOUNDARY_LINE.finditer(body), _MAX_PARTS * 5)
+    seen = Counter(m[1] for m in lines if m[1].strip("-"))
     boundary = next((b for b, n in seen.most_common(1) if n >= 2), None)
     if boundary is None or boundary == part.get_boundary():
         return None
     head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'
+    cut = [m.start() for m in itertools.islice(_BOUNDARY_LINE.finditer(body), _MAX_PARTS)]
+    body = body[: cut[-1]] if len(cut) == _MAX_PARTS else body  # no more parts than layout reads
     data = (head + body).encode("utf-8", "surrogateescape")
-    repaired = BytesParser(policy=policy.compat32).parsebytes(data)
+    try:
+        repaired = BytesParser(policy=policy.compat32).parsebytes(data)
+    except RecursionError:  # parts nested deeper than Python's stack: read it as text
+        return None
     return repaired if repaired.is_multipart() else None
 
 
@@ -149,7 +159,7 @@ def html_text(markup: str) -> str:
 
 def _status_blocks(part: Message) -> list[dict[str, str]]:
     """Field groups of a delivery-status part, however the parser split or encoded it."""
-    return text_blocks(_status_text(part))
+    return text_blocks(_status_text(part)[:_MAX_STATUS])
 
 
 def _status_text(part: Message) -> str:
