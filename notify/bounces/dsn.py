@@ -21,12 +21,15 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 
+from notify.replies import is_status_code
+
 _STATUS_TYPES = {"message/delivery-status", "message/global-delivery-status"}
 _RETURNED_TYPES = {"message/rfc822", "message/global"}
 _HEADERS_TYPES = {"text/rfc822-headers", "message/global-headers"}
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_ENHANCED = re.compile(r"(?<![\w.])#?([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _LINE_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
@@ -284,6 +287,48 @@ def _typed_value(value: str) -> str:
 def one_line(text: str) -> str:
     """Whitespace collapsed, trimmed, and capped so a ledger row stays small."""
     return " ".join(text.split())[:1000]
+
+
+def preferred_status(written: str | None, diagnostic: str) -> str | None:
+    """The report's status, or the reply's enhanced code where it says more.
+
+    A "Status:" of x.0.0 or x.y.0 says only "failed"; 4.4.7 (expired) and 4.7.0 hide the
+    refusal that caused them; x.5.x and 5.3.x describe the protocol, not the cause; 5.1.1
+    is what some servers write for any refusal at RCPT TO. The reply's basic code (4xx or
+    5xx) settles a disagreement about permanence."""
+    said = _said(diagnostic)
+    if not said or said == written:
+        return written or said
+    if not written or not is_status_code(written):
+        return said
+    basic = diagnostic.lstrip(" #")[:1]
+    if written[0] != said[0] and basic in "45":
+        return said if said[0] == basic else written
+    if _vagueness(written) != _vagueness(said):
+        return said if _vagueness(said) < _vagueness(written) else written
+    hiding = written in ("4.4.7", "5.4.7", "4.7.0", "5.1.1") or written.startswith(("5.3.", "4.3."))
+    return said if hiding or written[1:4] == ".5." else written
+
+
+def _said(diagnostic: str) -> str | None:
+    """The most telling enhanced code in a reply: the first specific one, not 'expired'."""
+    codes = enhanced_codes(diagnostic[:1000])
+    return min(codes, key=lambda c: (_vagueness(c), c[1:] == ".4.7"), default=None)
+
+
+def _vagueness(status: str) -> int:
+    """2 for '5.0.0' (only 'permanent'), 1 for '5.1.0' (only 'an address'), else 0."""
+    return 2 if status.endswith(".0.0") else 1 if status.endswith(".0") else 0
+
+
+def enhanced_codes(text: str) -> list[str]:
+    """Every enhanced status code (RFC 3463) of class 4 or 5 in a piece of text, in order."""
+    return [m[1] for m in _ENHANCED.finditer(text) if m[1][0] in "45"]
+
+
+def enhanced(text: str) -> str | None:
+    """The first enhanced status code (RFC 3463) of class 4 or 5 in a piece of text."""
+    return next(iter(enhanced_codes(text[:5000])), None)
 
 
 def message_ids(value: str) -> list[str]:

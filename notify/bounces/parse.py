@@ -25,7 +25,7 @@ from notify.bounces import recipients as named
 from notify.bounces import text as bounce_text
 from notify.bounces.dsn import Report
 from notify.models import BounceKind
-from notify.replies import explain, is_status_code
+from notify.replies import explain
 
 
 @dataclass(frozen=True)
@@ -301,8 +301,8 @@ def _classified(report: Report, own: str, warning: bool) -> FailedRecipient:
     """A report with its status, kind and reason, read with what the text says around it."""
     around = report.context or (bounce_text.context(own, report.address) if report.address else "")
     diagnostic = report.diagnostic or bounce_text.smtp_reply(around)
-    reply = diagnostic if bounce_text.enhanced(diagnostic) else bounce_text.smtp_reply(around)
-    status = _preferred_status(report.status, reply or diagnostic)
+    reply = diagnostic if dsn.enhanced(diagnostic) else bounce_text.smtp_reply(around)
+    status = dsn.preferred_status(report.status, reply or diagnostic)
     text_only = bool(report.context)  # a report read from words, not from a DSN's Action
     action = "delayed" if warning and text_only and report.action == "failed" else report.action
     kind, why = explain(
@@ -315,38 +315,6 @@ def _classified(report: Report, own: str, warning: bool) -> FailedRecipient:
     if report.diagnostic_type.startswith("x-unix") and why in ("", "onhold"):
         kind, why = explain(status, "mailer error", action=action)
     return FailedRecipient(report.address, status, kind, diagnostic, why)
-
-
-def _preferred_status(written: str | None, diagnostic: str) -> str | None:
-    """The report's status, or the reply's enhanced code where it says more.
-
-    A "Status:" of x.0.0 or x.y.0 says only "failed"; 4.4.7 (expired) and 4.7.0 hide the
-    refusal that caused them; x.5.x and 5.3.x describe the protocol, not the cause; 5.1.1
-    is what some servers write for any refusal at RCPT TO. The reply's basic code (4xx or
-    5xx) settles a disagreement about permanence."""
-    said = _said(diagnostic)
-    if not said or said == written:
-        return written or said
-    if not written or not is_status_code(written):
-        return said
-    basic = diagnostic.lstrip(" #")[:1]
-    if written[0] != said[0] and basic in "45":
-        return said if said[0] == basic else written
-    if _vagueness(written) != _vagueness(said):
-        return said if _vagueness(said) < _vagueness(written) else written
-    hiding = written in ("4.4.7", "5.4.7", "4.7.0", "5.1.1") or written.startswith(("5.3.", "4.3."))
-    return said if hiding or written[1:4] == ".5." else written
-
-
-def _said(diagnostic: str) -> str | None:
-    """The most telling enhanced code in a reply: the first specific one, not 'expired'."""
-    codes = bounce_text.enhanced_codes(diagnostic[:1000])
-    return min(codes, key=lambda c: (_vagueness(c), c[1:] == ".4.7"), default=None)
-
-
-def _vagueness(status: str) -> int:
-    """2 for '5.0.0' (only 'permanent'), 1 for '5.1.0' (only 'an address'), else 0."""
-    return 2 if status.endswith(".0.0") else 1 if status.endswith(".0") else 0
 
 
 def _overall(kinds: list[BounceKind]) -> BounceKind:

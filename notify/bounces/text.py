@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 from notify.bounces import recipients
-from notify.bounces.dsn import Report, one_line
+from notify.bounces.dsn import Report, enhanced, one_line
 
 # Where the returned message starts in a text bounce (qmail and Yahoo, Exim, Exchange,
 # Gmail, Sendmail, DragonFly and others).
@@ -33,7 +33,6 @@ _REPLY = re.compile(r"(?<![\w.:/#=-])#?([45][0-5]\d)(?=[ \t-])([^\n]*)")
 _REPLY_LINE = re.compile(r"^[ \t]*(?:<<<[ \t]*)?[45]\d\d[ -]")
 _CONTINUED = re.compile(r"^[ \t]*(?:<<<[ \t]*)?[45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3}[ \t]+)?")
 _TRANSCRIPT = re.compile(r"^[ \t]*(?:in|out):", re.IGNORECASE)  # Postfix's session transcript
-_ENHANCED = re.compile(r"(?<![\w.])#?([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _QUOTED_MESSAGE_ID = re.compile(r"^message-id:\s*(<[^<>\s]{1,250}>)", re.IGNORECASE | re.MULTILINE)
 # The SMTP command a reply answered, as Postfix, Exim, sendmail, DragonFly and others say it.
 _COMMANDS = (
@@ -176,14 +175,3 @@ def command(text: str) -> str | None:
     if not match:
         return None
     return (match.lastgroup or "").rstrip("2") or None
-
-
-def enhanced_codes(text: str) -> list[str]:
-    """Every enhanced status code (RFC 3463) of class 4 or 5 in a piece of text, in order."""
-    return [m[1] for m in _ENHANCED.finditer(text) if m[1][0] in "45"]
-
-
-def enhanced(text: str) -> str | None:
-    """The first enhanced status code (RFC 3463) in a piece of text."""
-    match = _ENHANCED.search(text)
-    return match[1] if match and match[1][0] in "45" else None
