@@ -23,6 +23,7 @@ from notify.models import BounceKind, Outcome, State
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _BASIC = re.compile(r"^\s*#?([245])(\d\d)\b")
+_IN_REPLY = re.compile(r"^\s*#?[245]\d\d[ -]#?([245])\.(\d{1,3})\.(\d{1,3})\b")
 _RETRY_AFTER = re.compile(
     r"(?:retry|try again)\D{0,20}?(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|mins?|minutes?)\b",
     re.IGNORECASE,
@@ -110,7 +111,7 @@ def _words(*phrases: str) -> re.Pattern[str]:
 _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("virusdetected", _words(r"\bvirus", r"malware", r"\binfected\b", r"trojan")),
     ("spamdetected", _words(
-        r"\bspam", r"\bjunk mail", r"unsolicited", r"bulk (?:e-?)?mail",
+        r"\bspam(?!haus|cop)", r"\bjunk mail", r"unsolicited", r"bulk (?:e-?)?mail",
         r"message (?:content )?(?:was )?(?:rejected|refused) (?:due to|as|because)",
         r"content (?:filter|rejected)", r"classified as", r"mail flood",
     )),
@@ -130,6 +131,7 @@ _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"client host (?:\[[^\]]*\] )?(?:rejected|blocked)", r"blocked using",
         r"(?:is|are|been|was|ip) listed (?:in|on|at|by) ", r"\bblocked\b", r"\bbanned\b",
         r"may not be mail exchanger",
+        r"your (?:account|domain|ip|sending)[^.\n]{0,30}(?:suspended|disabled|blocked|banned)",
         r"(?:your|sender|sending|client|remote) (?:ip|host|server|network|mta)(?: address)?"
         r" (?:\S+ )?(?:is |has been |was )?(?:not allowed|rejected|refused|denied)",
         r"access (?:denied|refused).{0,40}\b(?:ip|client|host)\b", r"service refus",
@@ -161,8 +163,9 @@ _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("rejected", _words(
         r"sender (?:address )?(?:rejected|denied|refused|blocked|not allowed|verify failed"
         r"|is not allowed|unknown|invalid|not found)",
-        r"(?:mail from|envelope sender|from address|sender domain|domain of sender)"
-        r"[^.]{0,40}(?:rejected|refused|not (?:accepted|allowed|permitted)|invalid|denied)",
+        r"(?:mail from|envelope (?:sender|from)|from address|sender(?:'s)? (?:address|domain)"
+        r"|domain of sender)[^.]{0,40}(?:rejected|refused|not (?:accepted|allowed|permitted"
+        r"|found)|does ?n[o']t exist|invalid|denied|unknown|unverified)",
         r"(?:invalid|unverified|bad|unknown) sender", r"sender verif\w* fail",
         r"permission to post", r"not (?:a )?member of", r"only members", r"domain of sender",
         r"投稿する権限",
@@ -202,7 +205,8 @@ _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"utilisateur inconnu", r"nessun utente", r"no existe", r"unbekannt",
         r"name is not recognized", r"no one (?:at|by) (?:this|that)", r"no account by that name",
         r"not listed in (?:the )?(?:\w+ ){0,2}directory",
-        r"(?:user|recipient|address)\b[^.\n]{0,60}?\bnot (?:listed|found|known|recognized)",
+        r"(?<!ip )(?<!sender )(?:user|recipient|address)\b[^.\n]{0,60}?"
+        r"\bnot (?:listed|found|known|recognized)",
         r"(?:user|recipient) doesn'?t have an? \S+ account",
     )),
     ("hostunknown", _words(
@@ -298,8 +302,6 @@ _STATUS_REASONS: dict[str, str] = {
 # "Other" details (x.y.0) say too little to overrule even vague words; x.7.x is policy.
 # 5.4.1 is also what Microsoft 365 answers for a recipient it does not know.
 _VAGUE_STATUS = {"0.0", "1.0", "2.0", "3.0", "4.0", "5.0", "6.0", "4.1"}
-# The address's own reasons, which a refusal given outside RCPT TO does not prove.
-_ADDRESS_REASONS = {"userunknown", "filtered", ""}
 
 
 def explain(
@@ -330,10 +332,12 @@ def reason(
     The reply's own words come first, then a specific status code, then what the bounce
     says around the reply (``context``), then vague words and codes. ``command`` is the
     SMTP command refused ("CONNECT", "HELO", "MAIL", "RCPT", "DATA"): an address's own
-    fault shows at RCPT TO, so "user unknown" once the message was sent (DATA) is a
-    filter's verdict on the message, and at MAIL FROM a verdict on the sender.
+    fault shows at RCPT TO, so before it (at CONNECT, HELO or MAIL FROM) a refusal is a
+    verdict on the sender, and "user unknown" once the message was sent (DATA) is
+    "filtered" (Sisimai's word for it), or the sender's problem at the services known to
+    answer so when their user's reception filter refuses the sender.
     """
-    code = _STATUS.match(status or "")
+    code = _STATUS.match(status or "") or _IN_REPLY.match(diagnostic)
     subject = f"{code[2]}.{code[3]}" if code else ""
     specific = _STATUS_REASONS.get(subject) if subject not in _VAGUE_STATUS else None
     diagnostic, context = diagnostic.lower(), context.lower()
@@ -351,15 +355,17 @@ def reason(
         return _STATUS_REASONS[subject]
     if command in _BEFORE_RCPT and KIND_OF_REASON.get(found, _HARD) is _HARD:
         return _BY_COMMAND[command]  # refused before any recipient was named
-    if command == "DATA" and found in _ADDRESS_REASONS and not subject.startswith("1."):
-        return _BY_COMMAND[command]
+    if command == "DATA" and found == "userunknown" and not subject.startswith("1."):
+        return "rejected" if _FILTERS_AS_UNKNOWN.search(context) else "filtered"
     return found
 
 
 # What an address's fault means when it is refused outside RCPT TO.
-_BY_COMMAND = {"CONNECT": "blocked", "HELO": "blocked", "MAIL": "rejected", "DATA": "rejected"}
+_BY_COMMAND = {"CONNECT": "blocked", "HELO": "blocked", "MAIL": "rejected"}
 _BEFORE_RCPT = {"CONNECT", "HELO", "MAIL"}
 _SENDER_ADDRESS_CODES = {"1.7", "1.8", "7.27"}
+# NTT docomo answers "550 Unknown user" after DATA when its user's filter refuses the sender.
+_FILTERS_AS_UNKNOWN = re.compile(r"\bdocomo\.ne\.jp\b")
 
 
 def _first(table: tuple[tuple[str, re.Pattern[str]], ...], text: str) -> str | None:

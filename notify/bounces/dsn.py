@@ -99,6 +99,11 @@ def headers(msg: Message, name: str) -> list[str]:
     return [decoded(str(value)[:_MAX_HEADER]).strip() for value in msg.get_all(name) or []]
 
 
+def lf_lines(text: str) -> str:
+    """Text with LF line ends, whatever it was sent with (CRLF, or a lone CR)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def part_text(part: Message) -> str:
     """A leaf part's body as text, in its declared charset or else UTF-8, never failing."""
     payload = part.get_payload(decode=True)
@@ -109,7 +114,7 @@ def part_text(part: Message) -> str:
         text = payload.decode(charset, "replace")
     except LookupError:
         text = payload.decode("utf-8", "replace")
-    return text.replace("\r\n", "\n")
+    return lf_lines(text)
 
 
 def layout(msg: Message) -> Layout:
@@ -178,7 +183,7 @@ def _status_text(part: Message) -> str:
             if isinstance(rest, bytes):  # the groups after the first, or an encoded body
                 lines.append(rest.decode("utf-8", "replace"))
             chunks.append("\n".join(lines))
-    text = "\n\n".join(chunks)
+    text = lf_lines("\n\n".join(chunks))
     encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     return _transfer_decoded(text, encoding) if encoding in _TRANSFER_ENCODINGS else text
 
@@ -199,7 +204,7 @@ def _transfer_decoded(text: str, encoding: str) -> str:
         raw = base64.b64decode(data) if encoding == "base64" else quopri.decodestring(data)
     except (binascii.Error, ValueError):
         return text
-    return raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    return lf_lines(raw.decode("utf-8", "replace"))
 
 
 def text_blocks(text: str) -> list[dict[str, str]]:
@@ -246,7 +251,7 @@ def report(block: dict[str, str]) -> Report | None:
     recipient = block.get("original-recipient") or block.get("final-recipient")
     if recipient is None and "action" not in block:
         return None
-    diagnostic = block.get("diagnostic-code", "")
+    diagnostic = block.get("diagnostic-code", "") or _comment(block.get("status", ""))
     return Report(
         address=address_field(recipient) if recipient else None,
         action=block.get("action", "failed").split("(")[0].strip().lower() or "failed",
@@ -270,6 +275,12 @@ def _codepoint(hexdigits: str) -> str:
     """A \\x{HHHH} escape as its character; invalid code points are kept as written."""
     value = int(hexdigits, 16)
     return chr(value) if value <= 0x10FFFF else f"\\x{{{hexdigits}}}"
+
+
+def _comment(status: str) -> str:
+    """'4.0.0 (example.net: host name lookup failure)' -> the words in parentheses."""
+    _, paren, rest = status.partition("(")
+    return rest.rstrip(") ") if paren else ""
 
 
 def _status_field(value: str) -> str | None:

@@ -86,7 +86,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery status notification|delivery (?:has )?fail|non.?deliver"
     r"|mail delivery (?:failed|failure|system)|failure notice|returned mail"
     r"|could not be delivered|delivery failure|warning: could not send|delayed mail"
-    r"|mail error|delivery problem|\(delay\)|message delayed",
+    r"|\(delay\)",
     re.IGNORECASE,
 )
 _ANSWER_PREFIX = re.compile(r"^\s*(?:re|fwd?|aw|wg|sv|vs|tr)\s*:", re.IGNORECASE)
@@ -138,10 +138,11 @@ def _parse(raw: bytes, return_path: str | None) -> Bounce | None:
 
 
 def _bounded(raw: bytes) -> bytes:
-    """The part of a bounce the MIME parser reads: its first _MAX_PARSED bytes, cut sooner
+    """The part of a bounce the MIME parser reads, with LF line ends (a lone CR would keep
+    quoted-printable from decoding): its first _MAX_PARSED bytes, cut sooner
     where more lines, boundary lines or multipart declarations follow than a real bounce
     (a notice, a report and the returned message) ever has."""
-    data = raw[:_MAX_PARSED]
+    data = raw[:_MAX_PARSED].replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # one line end
     for token, limit in _LIMITS:
         data = _cut_at(data, token, limit)
     return data

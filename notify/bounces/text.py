@@ -50,6 +50,10 @@ _COMMAND = re.compile(
     r"|(?P<DATA2>failed after i sent the message)",
     re.IGNORECASE,
 )
+# A session transcript: ">>> RCPT To:<a@b>" sent, "<<< 550 ..." answered.
+_SENT = re.compile(r">>>[ \t]*(mail from|rcpt to|data|helo|ehlo)\b", re.IGNORECASE)
+_SENT_NAMES = {"mail": "MAIL", "rcpt": "RCPT", "data": "DATA", "helo": "HELO", "ehlo": "HELO"}
+_REFUSAL = re.compile(r"<<<[ \t]*[45]\d\d\b")
 _WARNING_SUBJECT = re.compile(
     r"\(delay\)|\bdelayed\b|delivery delay|warning: could not send message for past"
     r"|\bstill (?:trying|being retried)",
@@ -61,6 +65,8 @@ _WARNING_TEXT = re.compile(
     r"|has been delayed|message delayed|still (?:trying|being retried)|will be retried for",
     re.IGNORECASE,
 )
+_PUNCTUATION = " \t:>\"'.-*[]()"
+_DATE_REST = re.compile(r"^\s*on \w{3},? ", re.IGNORECASE)  # Exchange's 'a@b on Thu, ...'
 _CHUNK = 2000  # how far after an address its reason is looked for
 _MAX_CHUNKS = 4  # mentions of one address read for its reason
 MAX_TEXT = 200_000  # a bounce's own words are a few KB; a hostile one is read this far
@@ -103,10 +109,24 @@ def reports(
     addresses = named or recipients.unique(address for _, _, address in mentions)
     if not addresses:
         return [_report(None, text[:_CHUNK])]
-    if len(addresses) == 1:  # the words before the address are about it too
-        preface = text[: mentions[0][0]][-_CHUNK:] if mentions else ""
-        return [_report(addresses[0], context(text, addresses[0], mentions), preface)]
-    return [_report(address, context(text, address, mentions)) for address in addresses]
+    single = len(addresses) == 1  # then the words before the address are about it too
+    preface = text[: mentions[0][0]][-_CHUNK:] if single and mentions else ""
+    return [
+        _report(
+            address, context(text, address, mentions), preface, _reply_line(text, mentions, address)
+        )
+        for address in addresses
+    ]
+
+
+def _reply_line(text: str, mentions: list[tuple[int, int, str]], address: str) -> str:
+    """The SMTP reply an address is first named in ('554 <a@b>... Protocol error'), if any."""
+    start = next((s for s, _, named in mentions if named.lower() == address.lower()), None)
+    if start is None:
+        return ""
+    end = text.find("\n", start)
+    line = text[text.rfind("\n", 0, start) + 1 : end if end >= 0 else len(text)]
+    return line if _REPLY_LINE.match(line) else ""
 
 
 def _mentions(text: str, addresses: list[str]) -> list[tuple[int, int, str]]:
@@ -143,35 +163,59 @@ def context(text: str, address: str, mentions: list[tuple[int, int, str]] | None
     return "\n".join(chunks) if chunks else text[:_CHUNK]  # named nowhere: all is about it
 
 
-def _report(address: str | None, chunk: str, preface: str = "") -> Report:
-    """The SMTP reply after the address (or before it) says why; else the first line after."""
-    diagnostic = smtp_reply(chunk) or smtp_reply(preface)
-    if not diagnostic:
-        first = next((line for line in chunk.splitlines() if line.strip(" :>.-")), "")
-        diagnostic = one_line(first.strip(" :>"))
+def _report(address: str | None, chunk: str, preface: str = "", line: str = "") -> Report:
+    """The SMTP reply naming the address, after it or before it says why; else the words
+    after it, or the label before it ('Unknown user: a@b')."""
+    diagnostic = smtp_reply(line) or smtp_reply(chunk) or smtp_reply(preface)
+    diagnostic = diagnostic or _first_words(chunk) or _last_words(preface)
     status = enhanced(diagnostic) or enhanced(chunk)
     return Report(address, "failed", status, diagnostic, context=one_line(f"{chunk}\n{preface}"))
 
 
+def _first_words(chunk: str) -> str:
+    """The first line after an address that says something (not 'on <date>', not '":')."""
+    for index, line in enumerate(chunk.splitlines()[:12]):
+        words = line.strip(_PUNCTUATION)
+        if (index or not _DATE_REST.match(line)) and sum(c.isalpha() for c in words) >= 3:
+            return one_line(words)
+    return ""
+
+
+def _last_words(preface: str) -> str:
+    """The last line before an address that says something ('Unknown user:')."""
+    lines = [line.strip(_PUNCTUATION) for line in preface.splitlines()[-2:]]
+    return one_line(next((w for w in reversed(lines) if sum(c.isalpha() for c in w) >= 3), ""))
+
+
 def smtp_reply(text: str) -> str:
-    """The first SMTP reply in a text, with the lines it continues on, as one line."""
+    """The first SMTP reply in a text, with the lines it continues on, as one line: the
+    lines of a multi-line reply ('550-...') and the indented lines a report wraps it in."""
     reply = _REPLY.search(text)
     if not reply:
         return ""
-    lines = [f"{reply[1]}{reply[2]}"]
-    following = text[reply.end() :].split("\n")[1:12]
-    for line in following:
-        if not line.strip() or not (line[0] in " \t" or _REPLY_LINE.match(line)):
+    lines, more = [f"{reply[1]}{reply[2]}"], reply[2].startswith("-")
+    for line in text[reply.end() :].split("\n")[1:12]:
+        continued = _REPLY_LINE.match(line)
+        if (
+            not line.strip()
+            or _TRANSCRIPT.match(line)
+            or not (continued and more or line[0] in " \t")
+        ):
             break
-        if _TRANSCRIPT.match(line):
-            break
-        lines.append(_CONTINUED.sub("", line) if _REPLY_LINE.match(line) else line)
+        if continued:
+            more = continued[0].rstrip().endswith("-")
+            line = _CONTINUED.sub("", line)
+        lines.append(line)
     return one_line(" ".join(lines)).rstrip(" #'")
 
 
 def command(text: str) -> str | None:
-    """The SMTP command a reply answered ("RCPT", "DATA", ...), when the text says so."""
-    match = _COMMAND.search(text[:MAX_TEXT])
-    if not match:
-        return None
-    return (match.lastgroup or "").rstrip("2") or None
+    """The SMTP command a reply answered ("RCPT", "DATA", ...), when the text says so: in a
+    transcript, the last command sent before the first refusal."""
+    text = text[:MAX_TEXT]
+    if refusal := _REFUSAL.search(text):
+        sent = [m for m in _SENT.finditer(text, 0, refusal.start())]
+        if sent:
+            return _SENT_NAMES.get(sent[-1][1].lower()[:4])
+    match = _COMMAND.search(text)
+    return (match.lastgroup or "").rstrip("2") or None if match else None
