@@ -313,7 +313,7 @@ def _classified(report: Report, own: str, warning: bool) -> FailedRecipient:
         command=bounce_text.command(f"{diagnostic}\n{around}"),
         context=dsn.one_line(around),
     )
-    if report.diagnostic_type.startswith("x-unix") and why in ("", "onhold"):
+    if report.diagnostic_type.startswith("x-unix") and not why:  # a local program failed
         kind, why = explain(status, "mailer error", action=action)
     return FailedRecipient(report.address, status, kind, diagnostic, why)
 
