@@ -194,7 +194,7 @@ def smtp_reply(text: str) -> str:
     if not reply:
         return ""
     lines, more = [f"{reply[1]}{reply[2]}"], reply[2].startswith("-")
-    for line in text[reply.end() :].split("\n")[1:12]:
+    for line in text[reply.end() : reply.end() + _CHUNK].split("\n")[1:12]:
         continued = _REPLY_LINE.match(line)
         if (
             not line.strip()
