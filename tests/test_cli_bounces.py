@@ -356,7 +356,7 @@ def test_move_to_moves_only_the_bounces_it_matched(workspace, run_cli, sent, tmp
     assert result.exit_code == 0, result.output
     assert "Moved 1 matched message(s) to Done." in result.output
     left = [p.read_bytes() for p in (maildir / "new").iterdir()]
-    moved = [p.read_bytes() for p in (tmp_path / "Done" / "new").iterdir()]
+    moved = [p.read_bytes() for p in (maildir / ".Done" / "new").iterdir()]
     assert len(left) == 1 and b"zed@example.com" in left[0]
     assert len(moved) == 1 and b"bob@example.com" in moved[0]
 

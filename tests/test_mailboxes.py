@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,39 @@ def test_mbox_move_takes_only_the_given_messages_into_a_new_sibling(tmp_path: Pa
     )
 
 
+def _resent(raw: bytes) -> bytes:
+    """The same message delivered again: another Received line, the same Message-ID."""
+    return b"Received: from relay.example.net by mx.example.net; Mon, 4 Mar 2024\n" + raw
+
+
+def test_mbox_gives_a_message_it_holds_twice_once(tmp_path: Path) -> None:
+    originals = [bounce(0), bounce(1), _resent(bounce(0)), bounce(2), bounce(1)]
+    path = write_mbox(tmp_path / "bounces.mbox", originals)
+    with open_mbox(path) as box:
+        mails = list(box.messages())
+    assert [mail.raw for mail in mails] == [bounce(0), bounce(1), bounce(2)]
+    assert [mail.id for mail in mails] == ["0", "1", "3"]
+
+
+def test_mbox_repeats_without_a_message_id_are_found_by_their_bytes(tmp_path: Path) -> None:
+    plain = bounce(0).replace(b"Message-ID: <bounce-0@mx.example.net>\n", b"")
+    other = plain.replace(b"customer0@", b"customer7@")
+    path = write_mbox(tmp_path / "bounces.mbox", [plain, other, plain])
+    with open_mbox(path) as box:
+        assert [mail.raw for mail in box.messages()] == [plain, other]
+
+
+def test_mbox_move_takes_the_copies_of_a_message_with_it(tmp_path: Path) -> None:
+    path = write_mbox(tmp_path / "bounces.mbox", [bounce(0), bounce(1), _resent(bounce(0))])
+    with open_mbox(path) as box:
+        box.move([next(box.messages()).id], "processed")
+    with open_mbox(path) as box:
+        assert [mail.raw for mail in box.messages()] == [bounce(1)]
+    with open_mbox(tmp_path / "processed") as moved:
+        assert [mail.raw for mail in moved.messages()] == [bounce(0)]
+    assert (tmp_path / "processed").read_bytes().count(b"From MAILER-DAEMON") == 2
+
+
 def test_mbox_move_appends_to_an_existing_folder(tmp_path: Path) -> None:
     write_mbox(tmp_path / "processed", [bounce(9)])
     path = write_mbox(tmp_path / "bounces.mbox", [bounce(0), bounce(1)])
@@ -199,15 +233,53 @@ def test_maildir_move_renames_only_the_given_messages_keeping_flags(tmp_path: Pa
         mails = list(box.messages())
         box.move([mails[1].id, mails[2].id], "Processed")
 
-    target = tmp_path / "Processed"
-    assert sorted(p.name for p in target.iterdir()) == ["cur", "new", "tmp"]
+    target = path / ".Processed"  # Dovecot's Maildir++ layout, not a sibling Maildir
+    assert sorted(p.name for p in target.iterdir()) == ["cur", "maildirfolder", "new", "tmp"]
     assert snapshot(target) == {
+        "maildirfolder": b"",
         "new/1709546400.M1P1.mx": bounce(1),
         "cur/1709546500.M0P2.mx:2,S": bounce(2),
     }
-    assert snapshot(path) == {"new/1709546400.M0P1.mx": bounce(0)}
+    assert {k: v for k, v in snapshot(path).items() if not k.startswith(".")} == {
+        "new/1709546400.M0P1.mx": bounce(0)
+    }
+    assert not (tmp_path / "Processed").exists()
     with open_maildir(target) as moved:
         assert [mail.id for mail in moved.messages()] == [mails[1].id, mails[2].id]
+
+
+def test_maildir_move_into_an_existing_folder_keeps_what_it_holds(tmp_path: Path) -> None:
+    path = make_maildir(tmp_path / "Maildir", [bounce(0)])
+    make_maildir(path / ".Processed", [], [bounce(9)])  # another unique name, in cur/
+    with open_maildir(path) as box:
+        box.move([mail.id for mail in box.messages()], "Processed")
+    with open_maildir(path / ".Processed") as moved:
+        assert sorted(mail.raw for mail in moved.messages()) == sorted([bounce(9), bounce(0)])
+
+
+def test_maildir_folder_names_are_stored_as_dovecot_does(tmp_path: Path) -> None:
+    path = make_maildir(tmp_path / "Maildir", [bounce(0)])
+    with open_maildir(path) as box:
+        box.move([next(box.messages()).id], "Processed bounces ✓ & co")
+    assert (path / ".Processed bounces &JxM- &- co" / "new").is_dir()
+
+
+def test_a_maildir_folder_moves_into_a_folder_of_the_same_root(tmp_path: Path) -> None:
+    root = make_maildir(tmp_path / "Maildir", [])
+    bounces = make_maildir(root / ".Bounces", [bounce(0)])
+    with open_maildir(bounces) as box:
+        box.move([next(box.messages()).id], "Processed")
+    assert (root / ".Processed" / "new" / "1709546400.M0P1.mx").read_bytes() == bounce(0)
+    assert not (bounces / ".Processed").exists()
+
+
+@pytest.mark.parametrize("folder", ["../elsewhere", ".Processed", "a/b", ".."])
+def test_maildir_move_to_must_be_a_folder_name(tmp_path: Path, folder: str) -> None:
+    path = make_maildir(tmp_path / "Maildir", [bounce(0)])
+    with open_maildir(path) as box, pytest.raises(BounceError) as excinfo:
+        box.move([next(box.messages()).id], folder)
+    assert error(excinfo).startswith(f"--move-to {folder!r} must ")
+    assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_missing_maildir(tmp_path: Path) -> None:
@@ -349,6 +421,23 @@ def test_maildir_reads_what_dovecot_delivered(imap_account: Account) -> None:
     with open_maildir(imap_account.maildir) as box:
         mails = list(box.messages())
     assert [parsed(mail.raw) for mail in mails] == [parsed(bounce(n)) for n in range(3)]
+
+
+def test_a_maildir_move_makes_a_folder_dovecot_serves(imap_account: Account) -> None:
+    for n in range(3):
+        imap_account.append(bounce(n))
+    with open_maildir(imap_account.maildir) as box:
+        mails = list(box.messages())
+        box.move([mails[0].id, mails[2].id], "Processed")
+    owner = imap_account.maildir.stat()
+    for folder, _, files in os.walk(imap_account.maildir / ".Processed"):  # as the mail user
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            os.chown(name, owner.st_uid, owner.st_gid)
+    assert [parsed(raw) for raw in imap_account.bodies("Processed")] == [
+        parsed(bounce(0)),
+        parsed(bounce(2)),
+    ]
+    assert [parsed(raw) for raw in imap_account.bodies()] == [parsed(bounce(1))]
 
 
 def test_imap_move_into_an_existing_folder(imap_account: Account) -> None:

@@ -8,12 +8,20 @@ convenience of the modern header objects. Everything decoded is decoded with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
+import itertools
+import quopri
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from email import policy
 from email.header import Header, decode_header
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, BytesParser
+
+from notify.replies import is_status_code
 
 _STATUS_TYPES = {"message/delivery-status", "message/global-delivery-status"}
 _RETURNED_TYPES = {"message/rfc822", "message/global"}
@@ -21,10 +29,18 @@ _HEADERS_TYPES = {"text/rfc822-headers", "message/global-headers"}
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_ENHANCED = re.compile(r"(?<![\w.])#?([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _LINE_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _MAX_PARTS = 200  # a bounce has a handful; a bomb of nested parts is cut here
+_MAX_HEADER = 20_000  # characters of a header value read; a longer one is an attack
+_MAX_STATUS = 200_000  # characters of a delivery-status part read (a few hundred groups)
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t]*$", re.MULTILINE)
+# Fields that open one recipient's group of a delivery-status report.
+_RECIPIENT_FIELDS = ("original-recipient", "final-recipient")
+_TRANSFER_ENCODINGS = ("base64", "quoted-printable")
+_REPLY_LINE = re.compile(r"^[45]\d\d[ -]")
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,8 @@ class Report:
     action: str  # "failed", "delayed", ... ("failed" when a text bounce implies it)
     status: str | None  # enhanced status code as written, e.g. "5.1.1"
     diagnostic: str  # the remote server's words, on one line
+    context: str = ""  # what the bounce's own text says about this recipient, on one line
+    diagnostic_type: str = ""  # "smtp", "x-unix" (a local program), ... lower-cased
 
 
 @dataclass
@@ -72,12 +90,18 @@ def _chunk_text(text: bytes | str, charset: str | None) -> str:
 
 def header(msg: Message, name: str) -> str:
     """The first value of a header, decoded; empty when absent."""
-    return decoded(msg.get(name)).strip()
+    value = msg.get(name)
+    return decoded(str(value)[:_MAX_HEADER] if value is not None else None).strip()
 
 
 def headers(msg: Message, name: str) -> list[str]:
     """Every value of a header, decoded (Delivered-To and friends repeat)."""
-    return [decoded(value).strip() for value in msg.get_all(name) or []]
+    return [decoded(str(value)[:_MAX_HEADER]).strip() for value in msg.get_all(name) or []]
+
+
+def lf_lines(text: str) -> str:
+    """Text with LF line ends, whatever it was sent with (CRLF, or a lone CR)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def part_text(part: Message) -> str:
@@ -90,7 +114,7 @@ def part_text(part: Message) -> str:
         text = payload.decode(charset, "replace")
     except LookupError:
         text = payload.decode("utf-8", "replace")
-    return text.replace("\r\n", "\n")
+    return lf_lines(text)
 
 
 def layout(msg: Message) -> Layout:
@@ -106,10 +130,34 @@ def layout(msg: Message) -> Layout:
             found.returned.extend(_returned(part))
         elif part.is_multipart():
             stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
-        elif ctype == "text/plain" or (ctype == "text/html" and not found.text):
-            text = part_text(part)
-            found.text.append(html_text(text) if ctype == "text/html" else text)
+        elif part.get_content_maintype() == "multipart" and (repaired := _repaired(part)):
+            stack.append(repaired)
+        elif ctype == "text/html" and not found.text:
+            found.text.append(html_text(part_text(part)))
+        elif ctype != "text/html" and part.get_content_maintype() in ("text", "multipart"):
+            found.text.append(part_text(part))  # text, or a multipart whose boundary is lost
     return found
+
+
+def _repaired(part: Message) -> Message | None:
+    """A multipart whose declared boundary never appears, split on the one its body uses."""
+    body = part.get_payload()
+    if not isinstance(body, str):
+        return None
+    lines = itertools.islice(_BOUNDARY_LINE.finditer(body), _MAX_PARTS * 5)
+    seen = Counter(m[1] for m in lines if m[1].strip("-"))
+    boundary = next((b for b, n in seen.most_common(1) if n >= 2), None)
+    if boundary is None or boundary == part.get_boundary():
+        return None
+    head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'
+    cut = [m.start() for m in itertools.islice(_BOUNDARY_LINE.finditer(body), _MAX_PARTS)]
+    body = body[: cut[-1]] if len(cut) == _MAX_PARTS else body  # no more parts than layout reads
+    data = (head + body).encode("utf-8", "surrogateescape")
+    try:
+        repaired = BytesParser(policy=policy.compat32).parsebytes(data)
+    except RecursionError:  # parts nested deeper than Python's stack: read it as text
+        return None
+    return repaired if repaired.is_multipart() else None
 
 
 def html_text(markup: str) -> str:
@@ -118,35 +166,75 @@ def html_text(markup: str) -> str:
 
 
 def _status_blocks(part: Message) -> list[dict[str, str]]:
-    """Field groups of a delivery-status part, however the parser split it."""
+    """Field groups of a delivery-status part, however the parser split or encoded it."""
+    return text_blocks(_status_text(part)[:_MAX_STATUS])
+
+
+def _status_text(part: Message) -> str:
+    """A delivery-status part as the text it was sent as: fields, blank lines, decoded."""
     payload = part.get_payload()
     if not isinstance(payload, list):
-        return text_blocks(part_text(part))
-    blocks = []
-    for block in payload:  # message/delivery-status: one Message per group of fields
+        return part_text(part)
+    chunks = []
+    for block in payload:  # the parser made one Message per group of fields
         if isinstance(block, Message):
-            blocks.append({name.lower(): decoded(value).strip() for name, value in block.items()})
+            lines = [f"{name}: {_raw(value)}" for name, value in block.items()]
             rest = block.get_payload(decode=True)  # bytes: raw UTF-8 survives
-            if isinstance(
-                rest, bytes
-            ):  # message/global-delivery-status: the groups after the first
-                blocks.extend(text_blocks(rest.decode("utf-8", "replace")))
-    return [b for b in blocks if b]
+            if isinstance(rest, bytes):  # the groups after the first, or an encoded body
+                lines.append(rest.decode("utf-8", "replace"))
+            chunks.append("\n".join(lines))
+    text = lf_lines("\n\n".join(chunks))
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    return _transfer_decoded(text, encoding) if encoding in _TRANSFER_ENCODINGS else text
+
+
+def _raw(value: object) -> str:
+    """A header value as written (raw 8-bit read as UTF-8), encoded words left alone."""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text
+
+
+def _transfer_decoded(text: str, encoding: str) -> str:
+    """A base64 or quoted-printable delivery-status body, decoded; as it is if it is not."""
+    data = text.encode("ascii", "replace")
+    try:
+        raw = base64.b64decode(data) if encoding == "base64" else quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return text
+    return lf_lines(raw.decode("utf-8", "replace"))
 
 
 def text_blocks(text: str) -> list[dict[str, str]]:
-    """'Name: value' groups separated by blank lines, with folded lines unfolded."""
+    """'Name: value' groups, folded lines unfolded; a group ends at a blank line or where a
+    recipient field repeats (some servers write the groups without blank lines between)."""
     blocks: list[dict[str, str]] = [{}]
     last = ""
     for line in text.splitlines():
         if not line.strip():
             blocks.append({})
-        elif line[0] in " \t" and last in blocks[-1]:
+        elif (line[0] in " \t" or _continues_reply(last, line)) and last in blocks[-1]:
             blocks[-1][last] += " " + line.strip()
         elif match := _FIELD.match(line):
             last = match[1].lower()
-            blocks[-1][last] = match[2].strip()
+            if last in _RECIPIENT_FIELDS and _opens_group(blocks[-1], last):
+                blocks.append({})
+            blocks[-1].setdefault(last, match[2].strip())
     return [b for b in blocks if b]
+
+
+def _continues_reply(name: str, line: str) -> bool:
+    """A multi-line reply ("550-...", "550 ...") written into Diagnostic-Code unfolded."""
+    return name == "diagnostic-code" and _REPLY_LINE.match(line) is not None
+
+
+def _opens_group(block: dict[str, str], name: str) -> bool:
+    """A recipient field starts a new group when the current one already has it, or already
+    has the fields that follow a recipient (Status, Diagnostic-Code)."""
+    later = "status" in block or "diagnostic-code" in block
+    return name in block or (later and any(f in block for f in _RECIPIENT_FIELDS))
 
 
 def _returned(part: Message) -> list[Message]:
@@ -163,11 +251,13 @@ def report(block: dict[str, str]) -> Report | None:
     recipient = block.get("original-recipient") or block.get("final-recipient")
     if recipient is None and "action" not in block:
         return None
+    diagnostic = block.get("diagnostic-code", "") or _comment(block.get("status", ""))
     return Report(
         address=address_field(recipient) if recipient else None,
-        action=block.get("action", "failed").split("(")[0].strip().lower(),
+        action=block.get("action", "failed").split("(")[0].strip().lower() or "failed",
         status=_status_field(block.get("status", "")),
-        diagnostic=one_line(_typed_value(block.get("diagnostic-code", ""))),
+        diagnostic=one_line(_typed_value(diagnostic)),
+        diagnostic_type=diagnostic.partition(";")[0].strip().lower() if ";" in diagnostic else "",
     )
 
 
@@ -187,6 +277,12 @@ def _codepoint(hexdigits: str) -> str:
     return chr(value) if value <= 0x10FFFF else f"\\x{{{hexdigits}}}"
 
 
+def _comment(status: str) -> str:
+    """'4.0.0 (example.net: host name lookup failure)' -> the words in parentheses."""
+    _, paren, rest = status.partition("(")
+    return rest.rstrip(") ") if paren else ""
+
+
 def _status_field(value: str) -> str | None:
     """'5.1.1 (user unknown)' -> '5.1.1'."""
     code = value.split(" ")[0].strip()
@@ -202,6 +298,48 @@ def _typed_value(value: str) -> str:
 def one_line(text: str) -> str:
     """Whitespace collapsed, trimmed, and capped so a ledger row stays small."""
     return " ".join(text.split())[:1000]
+
+
+def preferred_status(written: str | None, diagnostic: str) -> str | None:
+    """The report's status, or the reply's enhanced code where it says more.
+
+    A "Status:" of x.0.0 or x.y.0 says only "failed"; 4.4.7 (expired) and 4.7.0 hide the
+    refusal that caused them; x.5.x and 5.3.x describe the protocol, not the cause; 5.1.1
+    is what some servers write for any refusal at RCPT TO. The reply's basic code (4xx or
+    5xx) settles a disagreement about permanence."""
+    said = _said(diagnostic)
+    if not said or said == written:
+        return written or said
+    if not written or not is_status_code(written):
+        return said
+    basic = diagnostic.lstrip(" #")[:1]
+    if written[0] != said[0] and basic in "45":
+        return said if said[0] == basic else written
+    if _vagueness(written) != _vagueness(said):
+        return said if _vagueness(said) < _vagueness(written) else written
+    hiding = written in ("4.4.7", "5.4.7", "4.7.0", "5.1.1") or written.startswith(("5.3.", "4.3."))
+    return said if hiding or written[1:4] == ".5." else written
+
+
+def _said(diagnostic: str) -> str | None:
+    """The most telling enhanced code in a reply: the first specific one, not 'expired'."""
+    codes = enhanced_codes(diagnostic[:1000])
+    return min(codes, key=lambda c: (_vagueness(c), c[1:] == ".4.7"), default=None)
+
+
+def _vagueness(status: str) -> int:
+    """2 for '5.0.0' (only 'permanent'), 1 for '5.1.0' (only 'an address'), else 0."""
+    return 2 if status.endswith(".0.0") else 1 if status.endswith(".0") else 0
+
+
+def enhanced_codes(text: str) -> list[str]:
+    """Every enhanced status code (RFC 3463) of class 4 or 5 in a piece of text, in order."""
+    return [m[1] for m in _ENHANCED.finditer(text) if m[1][0] in "45"]
+
+
+def enhanced(text: str) -> str | None:
+    """The first enhanced status code (RFC 3463) of class 4 or 5 in a piece of text."""
+    return next(iter(enhanced_codes(text[:5000])), None)
 
 
 def message_ids(value: str) -> list[str]:

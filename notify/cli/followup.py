@@ -36,7 +36,8 @@ from notify.errors import exit_status
 @click.option(
     "--move-to",
     metavar="FOLDER",
-    help="Move the bounces matched to this incident into FOLDER (default: leave all mail).",
+    help="Move the bounces matched to this incident into FOLDER: an IMAP folder, the "
+    "Maildir's .FOLDER, or an mbox beside --mbox (default: leave all mail).",
 )
 @now_option
 def bounces(

@@ -7,7 +7,6 @@ COPY + \\Deleted + UID EXPUNGE of exactly those UIDs where MOVE is missing.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import imaplib
 import re
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from notify.errors import BounceError, SettingsError
-from notify.mailboxes.mail import Mail, MailboxBase
+from notify.mailboxes.mail import Mail, MailboxBase, modified_utf7
 from notify.settings import Security, Settings, is_loopback
 
 IMAP_TIMEOUT = 30.0  # seconds for connecting and for each reply
@@ -303,16 +302,7 @@ def _capabilities(connection: imaplib.IMAP4) -> set[str]:
 
 def _imap_quote(name: str) -> str:
     """A folder name as an IMAP quoted string, non-ASCII in modified UTF-7 (RFC 3501 5.1.3)."""
-    runs = re.split(r"([^\x20-\x7e]+)", name)  # odd items are the non-ASCII runs
-    text = "".join(
-        _utf7(run) if odd % 2 else run.replace("&", "&-") for odd, run in enumerate(runs)
-    )
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _utf7(run: str) -> str:
-    utf16 = base64.b64encode(run.encode("utf-16-be")).decode().rstrip("=")
-    return "&" + utf16.replace("/", ",") + "-"
+    return '"' + modified_utf7(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _folder_name(line: bytes) -> str:

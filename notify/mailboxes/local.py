@@ -2,13 +2,17 @@
 
 Reading never marks, moves or deletes anything: Maildir files stay in new/, IMAP folders
 are EXAMINEd and fetched with BODY.PEEK[] (mailboxes/imap.py). Only ``move`` changes a
-mailbox, for the operator who asks to file processed bounces away. Messages are streamed,
+mailbox, for the operator who asks to file processed bounces away: an mbox's folder is a
+sibling mbox file, a Maildir's is a Dovecot Maildir++ folder (``<maildir>/.NAME/``), so
+the mail client shows it. A message an mbox holds twice (the same Message-ID, or the same
+bytes when it has none) is given once, and moved with its copies. Messages are streamed,
 never loaded all at once. Every failure becomes one BounceError line saying what, where
 and what to do next.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mailbox
 import os
 import re
@@ -16,10 +20,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from notify.errors import BounceError
-from notify.mailboxes.mail import Mail, Mailbox, MailboxBase
+from notify.mailboxes.mail import Mail, Mailbox, MailboxBase, modified_utf7
 
 _MAILDIR_PARTS = ("cur", "new", "tmp")
 _DIGITS = re.compile(r"(\d+)")
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^<>\s]{1,500}>)", re.IGNORECASE | re.MULTILINE)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
 # -- mbox ---------------------------------------------------------------------------------------
@@ -34,10 +40,15 @@ class MboxMailbox(MailboxBase):
         self._box = mailbox.mbox(path, create=False)
 
     def messages(self) -> Iterator[Mail]:
-        """Each message without its "From " separator line, in file order."""
+        """Each message without its "From " separator line, in file order, repeats once."""
+        seen: set[bytes] = set()
         try:
             for key in self._box.iterkeys():
-                yield Mail(str(key), self._box.get_bytes(key))
+                raw = self._box.get_bytes(key)
+                identity = _identity(raw)
+                if identity not in seen:  # a repeat of one given already is left out
+                    seen.add(identity)
+                    yield Mail(str(key), raw)
         except OSError as exc:
             raise BounceError(f"{self.where}: cannot read the mbox ({_reason(exc)})") from exc
 
@@ -52,7 +63,7 @@ class MboxMailbox(MailboxBase):
             self._box.lock()
             target.lock()
             try:
-                keys = [key for key in self._box.iterkeys() if str(key) in wanted]
+                keys = self._with_repeats(wanted)
                 for key in keys:
                     target.add(self._box.get_bytes(key, from_=True))
                 target.flush()  # the copies are safe before any original goes
@@ -68,6 +79,12 @@ class MboxMailbox(MailboxBase):
                 f"cannot move mail from {self.where} to {target_path} ({_reason(exc)}); "
                 "check that both files are writable"
             ) from exc
+
+    def _with_repeats(self, wanted: set[str]) -> list[str]:
+        """The keys of the wanted messages and of every copy of them this mbox holds."""
+        identity = {key: _identity(self._box.get_bytes(key)) for key in self._box.iterkeys()}
+        moving = {value for key, value in identity.items() if str(key) in wanted}
+        return [key for key, value in identity.items() if str(key) in wanted or value in moving]
 
     def close(self) -> None:
         self._box.close()
@@ -121,12 +138,13 @@ class MaildirMailbox(MailboxBase):
             yield Mail(_maildir_key(name), raw)
 
     def move(self, ids: Sequence[str], folder: str) -> None:
-        """Rename the messages into the sibling Maildir `folder`, keeping their flags."""
-        target = _sibling(self.path, folder)
+        """Rename the messages into the Maildir++ folder `folder`, keeping their flags."""
+        target = _maildir_folder(self.path, folder)
         wanted = set(ids)
         try:
             for part in _MAILDIR_PARTS:
                 (target / part).mkdir(mode=0o700, parents=True, exist_ok=True)
+            (target / "maildirfolder").touch(mode=0o600)  # Maildir++: a folder, not a root
             for subdir, name in self._files():
                 if _maildir_key(name) in wanted:
                     os.rename(self.path / subdir / name, target / subdir / name)
@@ -184,9 +202,34 @@ def _maildir_key(name: str) -> str:
 
 def _sibling(path: Path, folder: str) -> Path:
     """The mailbox named `folder` next to `path`; a name, never a path elsewhere."""
+    _check_folder_name(folder)
+    return path.parent / folder
+
+
+def _maildir_folder(path: Path, folder: str) -> Path:
+    """Dovecot's Maildir++ folder `folder`: `<root>/.NAME/`, the name in modified UTF-7.
+    The root is the Maildir given, or its parent when it is itself a Maildir++ folder
+    (`~/Maildir/.Bounces`), since Maildir++ keeps every folder at the root."""
+    _check_folder_name(folder)
+    if folder.startswith("."):
+        raise BounceError(f"--move-to {folder!r} must not start with a dot; give the name only")
+    root = path.parent if path.name.startswith(".") and _is_maildir(path.parent) else path
+    return root / f".{modified_utf7(folder)}"
+
+
+def _check_folder_name(folder: str) -> None:
+    """A folder name, never a path elsewhere."""
     if not folder or folder in (".", "..") or "/" in folder or os.sep in folder:
         raise BounceError(f"--move-to {folder!r} must be a plain folder name, not a path")
-    return path.parent / folder
+
+
+def _identity(raw: bytes) -> bytes:
+    """What makes two stored copies the same message: its Message-ID, else its bytes."""
+    head = _HEAD_END.split(raw, 1)[0]
+    match = _MESSAGE_ID.search(head)
+    if match:
+        return b"id:" + match[1]
+    return b"sha256:" + hashlib.sha256(raw.replace(b"\r\n", b"\n")).digest()
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -47,3 +49,17 @@ class MailboxBase:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def modified_utf7(name: str) -> str:
+    """A folder name as IMAP and Dovecot's Maildir++ store it: non-ASCII in modified
+    UTF-7 (RFC 3501 5.1.3), '&' as '&-'."""
+    runs = re.split(r"([^\x20-\x7e]+)", name)  # odd items are the non-ASCII runs
+    return "".join(
+        _utf7(run) if odd % 2 else run.replace("&", "&-") for odd, run in enumerate(runs)
+    )
+
+
+def _utf7(run: str) -> str:
+    utf16 = base64.b64encode(run.encode("utf-16-be")).decode().rstrip("=")
+    return "&" + utf16.replace("/", ",") + "-"
