@@ -41,6 +41,7 @@ from notify.models import (
     RejectKind,
     RunSummary,
     State,
+    Undelivered,
 )
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
@@ -154,6 +155,7 @@ class ResendRun:
     given_up: int
     next_due: datetime | None
     changed_refusals: int = 0
+    undelivered: list[Undelivered] = field(default_factory=list)  # the incident's, after
 
 
 def resend(
@@ -162,6 +164,7 @@ def resend(
     *,
     now: datetime | None = None,
     blocked: bool = False,
+    accept_changes: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> ResendRun:
     """Send what the schedule says is due; safe from cron and when two run at once."""
@@ -170,25 +173,32 @@ def resend(
     settings = incident.settings
     ledger = _existing_ledger(context, incident_id, so="there is nothing to re-send")
     templates, data = fingerprints(incident)
-    ledger.check_fingerprint(incident_id, templates=templates, data=data)
+    ledger.check_fingerprint(
+        incident_id, templates=templates, data=data, accept_changes=accept_changes
+    )
     changed = transitions.settle_refusals(ledger, incident_id, now=moment)
-    candidates = store.recipients(ledger, incident_id, states=store.RESENT_STATES, unclaimed=True)
+    dead = claims.dead_holders(ledger, incident_id)
+    candidates = store.recipients(
+        ledger, incident_id, states=store.RESENT_STATES, unclaimed=True, dead=dead
+    )
     ready, exhausted = schedule.due(candidates, settings.resend_schedule, moment, blocked=blocked)
     transitions.give_up(ledger, exhausted, now=moment)
     acted_on = {r.key for r in ready} | {r.key for r in exhausted}
     waiting = [r for r in candidates if r.key not in acted_on]
     next_due = schedule.next_due(waiting, settings.resend_schedule)
     if not ready:
-        return ResendRun(RunSummary(), 0, len(exhausted), next_due, changed)
+        undelivered = ledger.undelivered(incident_id, dead=dead)
+        return ResendRun(RunSummary(), 0, len(exhausted), next_due, changed, undelivered)
     messages = _build_all(incident, ready)  # Promise 1: all of them, before any leaves
     summary = sending.send_claimed(
         incident,
-        claim=_claim_in_turn(ledger, ready),
+        claim=_claim_in_turn(ledger, ready, dead),
         build=lambda claimed: messages,
         count=len(ready),
         on_outcome=on_outcome,
     )
-    return ResendRun(summary, len(ready), len(exhausted), next_due, changed)
+    undelivered = ledger.undelivered(incident_id, dead=dead)
+    return ResendRun(summary, len(ready), len(exhausted), next_due, changed, undelivered)
 
 
 def _build_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str, Outgoing]:
@@ -211,7 +221,9 @@ def _build_all(incident: Incident, due: Sequence[LedgerRecipient]) -> dict[str, 
     raise summarise_problems(problems)
 
 
-def _claim_in_turn(ledger: Ledger, due: Sequence[LedgerRecipient]) -> sending.ClaimDue:
+def _claim_in_turn(
+    ledger: Ledger, due: Sequence[LedgerRecipient], dead: Sequence[str]
+) -> sending.ClaimDue:
     """Reserve the due recipients a few at a time, each only if unchanged since read."""
     waiting = iter(due)
 
@@ -219,7 +231,12 @@ def _claim_in_turn(ledger: Ledger, due: Sequence[LedgerRecipient]) -> sending.Cl
         while chosen := list(itertools.islice(waiting, count)):
             lease = time.time() + sender.lease_seconds
             taken = claims.claim(
-                ledger, chosen, holder=sender.id, lease_until=lease, now=schedule.utc_now()
+                ledger,
+                chosen,
+                holder=sender.id,
+                lease_until=lease,
+                now=schedule.utc_now(),
+                dead=dead,
             )
             if taken:
                 return [Claim(r.key, r.sent_to) for r in taken]

@@ -58,6 +58,7 @@ class SendPlan:
     report: CheckReport
     to_send: list[Recipient]
     in_doubt: int
+    undelivered: list[Undelivered] = field(default_factory=list)  # when none is to send
 
     @property
     def incident(self) -> Incident:
@@ -184,7 +185,8 @@ def plan_send(
     states = ledger.states(incident_id)
     to_send = [r for r in incident.cleaned.recipients if states.get(r.key) in RESENDABLE]
     in_doubt = sum(1 for r in to_send if states.get(r.key) is State.SENDING)
-    return SendPlan(report, to_send[:limit], in_doubt)
+    nobody_owed = [] if to_send else ledger.undelivered(incident_id)
+    return SendPlan(report, to_send[:limit], in_doubt, nobody_owed)
 
 
 def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None) -> SendResult:

@@ -73,6 +73,8 @@ def systemd_units(workspace: Path, incident_id: str) -> dict[str, str]:
         "Type=oneshot\n"
         f"WorkingDirectory={workspace.resolve()}\n"
         f"ExecStart={resend_command(workspace, incident_id)}\n"
+        "# Exit 1 says someone is not delivered yet: expected while re-sends are due.\n"
+        "SuccessExitStatus=1\n"
     )
     timer = (
         "[Unit]\n"

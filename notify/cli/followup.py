@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -88,14 +89,25 @@ def bounces(
     is_flag=True,
     help="Also re-send those refused for the sender's reasons, once the cause is fixed.",
 )
+@click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Go on although templates or export changed since this incident was first sent.",
+)
 @now_option
-def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime | None) -> None:
+def resend(
+    incident_id: str, workspace_dir: Path, blocked: bool, accept_changes: bool, now: datetime | None
+) -> None:
     """Re-send what is due: soft bounces and deferrals on the schedule, alternates now.
 
     Made for cron or a systemd timer (see notify schedule): it asks nothing, and two
     copies started at once never send the same message."""
     run = followup.resend(
-        open_context(workspace_dir), incident_id, now=as_utc(now), blocked=blocked
+        open_context(workspace_dir),
+        incident_id,
+        now=as_utc(now),
+        blocked=blocked,
+        accept_changes=accept_changes,
     )
     s = run.summary
     if run.changed_refusals:
@@ -108,7 +120,14 @@ def resend(incident_id: str, workspace_dir: Path, blocked: bool, now: datetime |
         click.echo("Nothing is due.")
     if run.next_due is not None:
         click.echo(f"Next re-send due {run.next_due:%Y-%m-%d %H:%M} UTC.")
-    sys.exit(exit_status(undelivered=len(s.undelivered)))
+    if run.undelivered:
+        by_state = Counter(row.state.value for row in run.undelivered)
+        states = ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+        click.echo(
+            f"{len(run.undelivered)} recipient(s) not delivered ({states}): "
+            f"notify report --incident {incident_id} lists them"
+        )
+    sys.exit(exit_status(undelivered=len(run.undelivered)))
 
 
 @click.command()

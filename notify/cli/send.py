@@ -106,9 +106,13 @@ def send(
         allow_typo_domains=allow_typo_domains,
     )
     _print_check(plan.report)
-    if not plan.to_send:
+    if not plan.to_send and not plan.undelivered:
         click.echo("\nNothing to send: everyone has been sent to already.")
         return
+    if not plan.to_send:
+        click.echo("\nNothing to send now.")
+        _print_undelivered(incident_id, plan.undelivered)
+        sys.exit(exit_status(undelivered=len(plan.undelivered)))
     if _confirmed(plan, yes):
         _send_with_progress(plan)
 
@@ -286,16 +290,18 @@ def _print_undelivered(incident_id: str, undelivered: list[Undelivered]) -> None
         click.echo(f"  row {row.first_row}: {row.email}: {state} {row.reply or ''}")
     if len(undelivered) > MAX_LISTED_UNDELIVERED:
         click.echo(f"  ... and {len(undelivered) - MAX_LISTED_UNDELIVERED} more")
-    click.echo(
-        "Deferred and in-doubt ones are sent again by running: notify send --incident "
-        f"{incident_id}"
-    )
+    if any(row.state in (State.DEFERRED, State.SENDING) for row in undelivered):
+        click.echo(
+            "Deferred and in-doubt ones are sent again by running: notify send --incident "
+            f"{incident_id}"
+        )
     alternates = sum(1 for row in undelivered if row.state is State.ALTERNATE)
     if alternates:
         click.echo(
             f"{alternates} refused for good have an alternate address: notify resend "
             f"--incident {incident_id} sends to it"
         )
+    click.echo(f"Everyone's outcome, with phone numbers: notify report --incident {incident_id}")
 
 
 COMMANDS = [check, send, status, ledger]

@@ -256,17 +256,23 @@ class Sender:
         for their leases. Looked up at most once a second, not for every batch."""
         if now - self._dead_checked_at < DEAD_SENDERS_TTL:
             return self._dead
-        query = sa.select(senders_table.c.id, senders_table.c.pid).where(
-            senders_table.c.incident_id == self.incident_id,
-            senders_table.c.host == self.host,
-            senders_table.c.finished.is_(False),
-            senders_table.c.id != self.id,
-        )
-        with self.ledger.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        self._dead = [sender_id for sender_id, pid in rows if not _alive(pid)]
+        self._dead = [d for d in dead_holders(self.ledger, self.incident_id) if d != self.id]
         self._dead_checked_at = now
         return self._dead
+
+
+def dead_holders(ledger: Ledger, incident_id: str) -> list[str]:
+    """Senders of this incident on this host whose process is gone (killed): what they
+    held is free at once, without waiting for their leases to run out."""
+    host = socket.gethostname()
+    query = sa.select(senders_table.c.id, senders_table.c.pid).where(
+        senders_table.c.incident_id == incident_id,
+        senders_table.c.host == host,
+        senders_table.c.finished.is_(False),
+    )
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [sender_id for sender_id, pid in rows if not _alive(pid)]
 
 
 def fleet(ledger: Ledger, incident_id: str) -> list[SenderInfo]:
@@ -326,9 +332,11 @@ def claim(
     holder: str,
     lease_until: float,
     now: datetime,
+    dead: Sequence[str] = (),
 ) -> list[LedgerRecipient]:
     """Reserve the chosen recipients for this holder, each only if nobody changed it since
-    it was read: two `notify resend` started together never send the same one."""
+    it was read: two `notify resend` started together never send the same one. What
+    `dead` holders (killed senders) held is free."""
     table = recipients_table
     taken = []
     with ledger.writing() as connection:
@@ -344,6 +352,7 @@ def claim(
                     sa.or_(
                         table.c.claimed_by.is_(None),
                         table.c.claimed_by == holder,
+                        table.c.claimed_by.in_(list(dead)),
                         table.c.lease_until < time.time(),
                     ),
                 )

@@ -212,9 +212,15 @@ class Ledger:
             found = {State(state): count for state, count in connection.execute(query)}
         return {state: found.get(state, 0) for state in State}
 
-    def undelivered(self, incident_id: str) -> list[Undelivered]:
-        """Recipients not accepted, with the last reply, for summaries and reports."""
+    def undelivered(self, incident_id: str, *, dead: Sequence[str] = ()) -> list[Undelivered]:
+        """Recipients not accepted, with the last reply, for summaries and reports; what a
+        live sender is working on right now (not one of `dead`) is not counted."""
         table = recipients_table
+        held_elsewhere = sa.and_(
+            table.c.claimed_by.is_not(None),
+            table.c.lease_until >= time.time(),
+            table.c.claimed_by.not_in(list(dead)),
+        )
         query = (
             sa.select(
                 table.c.key,
@@ -224,7 +230,11 @@ class Ledger:
                 table.c.reply,
                 table.c.first_row,
             )
-            .where(table.c.incident_id == incident_id, table.c.state != State.ACCEPTED.value)
+            .where(
+                table.c.incident_id == incident_id,
+                table.c.state != State.ACCEPTED.value,
+                sa.not_(held_elsewhere),
+            )
             .order_by(table.c.first_row)
         )
         with self.engine.connect() as connection:
@@ -440,10 +450,11 @@ def recipients(
     *,
     states: Iterable[State] | None = None,
     unclaimed: bool = False,
+    dead: Sequence[str] = (),
 ) -> list[LedgerRecipient]:
     """Every recipient of an incident (or those in `states`), in source order. With
-    `unclaimed`, only those no live sender holds: what another `resend` is sending now
-    is neither due nor given up here."""
+    `unclaimed`, only those no live sender holds (`dead` names killed ones): what another
+    `resend` is sending now is neither due nor given up here."""
     table = recipients_table
     query = sa.select(table).where(table.c.incident_id == incident_id)
     if states is not None:
