@@ -27,6 +27,7 @@ from notify.errors import (
     EXIT_UNDELIVERED,
     ConfirmationError,
     NotifyError,
+    RenderError,
 )
 from notify.models import Outcome, State
 from notify.workspace import Workspace
@@ -300,10 +301,11 @@ def _send_with_progress(plan: pipeline.SendPlan) -> None:
         try:
             result = pipeline.send(plan, on_outcome=on_outcome)
         except NotifyError as exc:
-            exc.args = (
-                f"{exc} (stopped after {counts[State.ACCEPTED]} accepted; "
-                "run the same command again to continue)",
-            )
+            if any(counts.values()) or not isinstance(exc, RenderError):  # else nothing left
+                exc.args = (
+                    f"{exc} (stopped after {counts[State.ACCEPTED]} accepted; "
+                    "run the same command again to continue)",
+                )
             raise
     s = result.summary
     elapsed = time.monotonic() - started

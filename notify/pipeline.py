@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import recovery, reports, suppressions
+from notify import attachments, recovery, reports, suppressions
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -40,6 +40,7 @@ from notify.sources.load import load_sources
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
 from notify.transports.redirect import RedirectTransport
+from notify.transports.sizes import SizeLimited, require_fits
 from notify.transports.smtp import SmtpTransport
 from notify.workspace import Workspace
 
@@ -82,6 +83,26 @@ class Incident:
         if data is None:
             return None
         return self.composer.rebuilt(self.cleaned.recipients[position], data)
+
+    def sizes(
+        self,
+        recipients: Sequence[Recipient],
+        build: Callable[[Sequence[Recipient]], list[Outgoing]],
+    ) -> Iterator[tuple[Recipient, int]]:
+        """Each recipient's message size: the spooled bytes', else built again by `build`
+        (only when files are attached: without, a message is a few kilobytes)."""
+        missing = []
+        for recipient in recipients:
+            size = self.spool.length(self._position(recipient.key)) if self.spool else None
+            if size is None:
+                missing.append(recipient)
+            else:
+                yield recipient, size
+        if self.composer.attachments is None:
+            return
+        for start in range(0, len(missing), DEFAULT_BATCH_SIZE):
+            chunk = missing[start : start + DEFAULT_BATCH_SIZE]
+            yield from zip(chunk, (len(m.data) for m in build(chunk)), strict=True)
 
     def _position(self, key: str) -> int:
         position = self._positions.get(key)
@@ -183,12 +204,21 @@ def load_incident(
             manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
         ),
         columns=manifest.columns,
-        items=manifest.items,
+        items=attachments.with_item(manifest.columns, manifest.items),
         where=where,
         allow_typo_domains=allow_typo_domains,
     )
     composer = Composer(
-        incident_id=incident_id, sender=sender, reply_to=reply_to, return_path=settings.return_path
+        incident_id=incident_id,
+        sender=sender,
+        reply_to=reply_to,
+        return_path=settings.return_path,
+        attachments=attachments.Attachments.load(
+            workspace.root,
+            manifest.attachments,
+            manifest.columns.get(attachments.FIELD),
+            where=where,
+        ),
     )
     context = incident_context(incident_id, manifest.title, manifest.facts)
     return Incident(workspace, settings, manifest, cleaned, templates, composer, context)
@@ -324,13 +354,18 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
     ledger = incident.open_ledger()
     sender = Sender(ledger, incident.incident_id, rate=settings.rate)
     source = _ClaimSource(pool, sender, limit=len(plan.to_send))
+    fits = functools.cache(  # on the first connection, before any message leaves
+        lambda limit: require_fits(
+            incident.sizes(plan.to_send, pool.build), limit, relay=settings.smtp_where()
+        )
+    )
     try:
         with on_one_cpu():  # after the fork: the render workers keep every CPU
             sender.start()
             try:
                 summary = deliver(
                     source,
-                    lambda: SmtpTransport(settings),
+                    lambda: SizeLimited(SmtpTransport(settings), fits),
                     _LedgerRecorder(ledger, incident.incident_id, sender),
                     options=delivery_options(settings, len(plan.to_send)),
                     pace=sender.pace,
@@ -406,9 +441,17 @@ def test_send(
     report = check(workspace, incident_id, environ, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
-    transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
-    recipients = incident.cleaned.recipients[:limit]
-    summary = deliver(ListSource(incident.outgoing(recipients)), lambda: transport, NoRecord())
+    messages = list(incident.outgoing(incident.cleaned.recipients[:limit]))
+    sizes = [(incident.recipient(m.key), len(m.data)) for m in messages]
+    relay = incident.settings.smtp_where()
+    transport: Transport = RedirectTransport(
+        SizeLimited(
+            SmtpTransport(incident.settings),
+            lambda size_limit: require_fits(sizes, size_limit, relay=relay),
+        ),
+        address,
+    )
+    summary = deliver(ListSource(messages), lambda: transport, NoRecord())
     return SendResult(summary)
 
 

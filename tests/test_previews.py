@@ -93,8 +93,8 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
     with (tmp_path / "p" / "summary.csv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1:] == [
-        ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>"],
-        ["000002-p1_x.example.eml", "p1@x.example", "Sorry & Bob", "3", "<m1>"],
+        ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>", ""],
+        ["000002-p1_x.example.eml", "p1@x.example", "Sorry & Bob", "3", "<m1>", ""],
     ]
     writer.discard()
     assert list((tmp_path / "p").iterdir()) == []
