@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import attachments, recovery, reports, suppressions
+from notify import attachments, locales, recovery, reports, suppressions
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -59,6 +59,8 @@ class Incident:
     composer: Composer
     context: dict[str, Any]
     spool: Spool | None = None  # messages a send's check built, for the send to take
+    languages: locales.Languages | None = None  # with [columns] language: who got which
+    warnings: list[str] = field(default_factory=list)  # for the operator; nothing stops
 
     @property
     def incident_id(self) -> str:
@@ -153,6 +155,16 @@ class CheckReport:
         return not self.problems
 
     @property
+    def language_fallbacks(self) -> dict[str, int]:
+        """Customers by language with no template folder, given the incident's own."""
+        languages = self.incident.languages
+        return languages.fallbacks if languages is not None else {}
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.incident.warnings
+
+    @property
     def review_by_kind(self) -> dict[str, int]:
         """Addresses flagged for review: typo domains, role mailboxes, SMTPUTF8."""
         return dict(Counter(entry.kind for entry in self.incident.cleaned.review))
@@ -196,9 +208,8 @@ def load_incident(
         raise ManifestError(f'{where}: no from = "Name <address>" and no NOTIFY_FROM in .env')
     sender = parse_sender(sender_text, where=where)
     reply_to = parse_sender(manifest.reply_to, where=where) if manifest.reply_to else None
-    templates = load_templates(
-        workspace.template_dir(manifest.template), label=f"templates/{manifest.template}"
-    )
+    label = f"templates/{manifest.template}"
+    templates = load_templates(workspace.template_dir(manifest.template), label=label)
     cleaned = clean(  # handed straight over: cleaning frees the export once merged
         load_sources(
             manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
@@ -221,7 +232,14 @@ def load_incident(
         ),
     )
     context = incident_context(incident_id, manifest.title, manifest.facts)
-    return Incident(workspace, settings, manifest, cleaned, templates, composer, context)
+    languages = None
+    if locales.FIELD in manifest.columns:
+        templates, languages = locales.localised(
+            templates, cleaned.recipients, label=label, load=load_templates
+        )
+    return Incident(
+        workspace, settings, manifest, cleaned, templates, composer, context, languages=languages
+    )
 
 
 def check(
@@ -395,8 +413,10 @@ def delivery_options(settings: Settings, messages: int) -> DeliveryOptions:
 def fingerprints(incident: Incident) -> tuple[str, str]:
     """What the messages are made of: templates (with the manifest's wording), and data."""
     templates = hashlib.sha256()
-    for path in sorted(incident.templates.folder.glob("*.j2")):
-        templates.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    folder = incident.templates.folder
+    for path in sorted(folder.rglob("*.j2")):  # language folders too
+        templates.update(path.relative_to(folder).as_posix().encode())
+        templates.update(b"\0" + path.read_bytes() + b"\0")
     manifest = incident.manifest
     wording = [manifest.title, manifest.sender, manifest.reply_to, manifest.facts]
     templates.update(json.dumps(wording, sort_keys=True, default=str).encode())

@@ -6,7 +6,7 @@ every error names the recipient and its source row, so a bad row is found before
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.runtime import new_context
 
-from notify import markdown
+from notify import locales, markdown
 from notify.errors import RenderError, WorkspaceError
 from notify.models import Recipient, Rendered
 
@@ -48,6 +48,7 @@ class Templates:
     text: jinja2.Template
     html: jinja2.Template | None
     markdown: jinja2.Template | None = None  # body.md.j2, fields escaped: the HTML's source
+    by_language: Callable[[Recipient], Templates] | None = None  # see locales.localised
     # Each template's globals as one flat dict: Template.render copies them from a
     # ChainMap on every call, a third of the cost of a short message.
     flat_globals: dict[jinja2.Template, dict[str, Any]] = field(
@@ -69,8 +70,9 @@ class Templates:
             environment.handle_exception()
 
 
-def load_templates(folder: Path, *, label: str) -> Templates:
-    """Compile the folder's templates now, so a syntax error stops the run at once."""
+def load_templates(folder: Path, *, label: str, locale: str | None = None) -> Templates:
+    """Compile the folder's templates now, so a syntax error stops the run at once; their
+    money, date and number filters format for `locale`."""
     if not folder.is_dir():
         known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
         hint = f"known templates: {', '.join(known)}" if known else "create it"
@@ -83,6 +85,7 @@ def load_templates(folder: Path, *, label: str) -> Templates:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.filters.update(locales.filters(locale))
     if not (folder / SUBJECT).is_file():
         raise WorkspaceError(f"{label}/{SUBJECT} is missing; every template needs one")
     if (folder / markdown.MARKDOWN).is_file():
@@ -132,6 +135,8 @@ def incident_context(incident_id: str, title: str, facts: dict[str, Any]) -> dic
 
 def render(templates: Templates, recipient: Recipient, incident: dict[str, Any]) -> Rendered:
     """One recipient's texts; raises RenderError naming the recipient and source row."""
+    if templates.by_language is not None:
+        templates = templates.by_language(recipient)
     context = {"customer": recipient.fields, "items": recipient.items, "incident": incident}
     try:
         subject = templates.render(templates.subject, context)
