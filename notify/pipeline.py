@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify import attachments, locales, recovery, reports, suppressions
+from notify import attachments, locales, recovery, reports, signing, suppressions
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -208,6 +208,9 @@ def load_incident(
         raise ManifestError(f'{where}: no from = "Name <address>" and no NOTIFY_FROM in .env')
     sender = parse_sender(sender_text, where=where)
     reply_to = parse_sender(manifest.reply_to, where=where) if manifest.reply_to else None
+    signer, warnings = signing.load_signer(
+        workspace.root, settings, from_domain=sender.domain, reply_to=reply_to is not None
+    )
     label = f"templates/{manifest.template}"
     templates = load_templates(workspace.template_dir(manifest.template), label=label)
     cleaned = clean(  # handed straight over: cleaning frees the export once merged
@@ -230,6 +233,7 @@ def load_incident(
             manifest.columns.get(attachments.FIELD),
             where=where,
         ),
+        signer=signer,
     )
     context = incident_context(incident_id, manifest.title, manifest.facts)
     languages = None
@@ -238,7 +242,15 @@ def load_incident(
             templates, cleaned.recipients, label=label, load=load_templates
         )
     return Incident(
-        workspace, settings, manifest, cleaned, templates, composer, context, languages=languages
+        workspace,
+        settings,
+        manifest,
+        cleaned,
+        templates,
+        composer,
+        context,
+        languages=languages,
+        warnings=warnings,
     )
 
 
