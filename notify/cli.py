@@ -268,6 +268,9 @@ def _print_content(report: pipeline.CheckReport) -> None:
             f"Languages without a folder in {folder}/ get its own templates: "
             f"{', '.join(fallbacks)}; add {folder}/<language>/ to write to them in theirs"
         )
+    signer = report.incident.composer.signer
+    if signer is not None:
+        click.echo(f"DKIM: every message signed with the key at {signer.description}")
     for warning in report.warnings:
         click.echo(f"Warning: {warning}")
 

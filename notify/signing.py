@@ -61,7 +61,12 @@ class Signer:
         self._headers = [name.encode() for name in names]
 
     def __repr__(self) -> str:
-        return f"<Signer {self.selector}._domainkey.{self.domain} {self.key.algorithm.decode()}>"
+        return f"<Signer {self.description}>"
+
+    @property
+    def description(self) -> str:
+        """Where the public key must be published, and the algorithm: for the operator."""
+        return f"{self.dns_name} ({self.key.algorithm.decode()})"
 
     @property
     def dns_name(self) -> str:

@@ -19,6 +19,7 @@ from notify import pipeline
 from notify.settings import Settings
 from notify.signing import load_signer
 from notify.workspace import Workspace
+from tests.conftest import make_rows
 
 SIGNED_HEADERS = "from:to:subject:date:message-id:mime-version:content-type:reply-to"
 
@@ -128,11 +129,15 @@ def test_a_test_send_adds_its_marker_without_breaking_the_signature(signed, run_
 
 
 def test_check_proves_the_key_and_never_shows_it(signed, run_cli):
-    workspace, _, _ = signed
+    workspace, _, kind = signed
     workspace.env(**dkim_settings())
     result = run_cli(workspace, "check", "--incident", "42")
     assert result.exit_code == 0, result.output
     assert "Warning" not in result.output
+    algorithm = "rsa-sha256" if kind == "rsa" else "ed25519-sha256"
+    assert (
+        f"DKIM: every message signed with the key at s2026._domainkey.acme.example ({algorithm})"
+    ) in result.output.splitlines()
     pem = (workspace.root / "keys" / "dkim.pem").read_text()
     secret_lines = [line for line in pem.splitlines() if not line.startswith("-----")]
     previews = run_cli(workspace, "send", "--incident", "42", "--dry-run")
@@ -260,3 +265,17 @@ def test_a_spooled_signed_message_keeps_the_date_it_was_signed_with(signed):
     rebuilt = incident.composer.rebuilt(recipient, built.data, when=later)
     assert rebuilt is not None and rebuilt.data == built.data
     assert dkim.verify(rebuilt.data, dnsfunc=dns(record))
+
+
+@pytest.mark.slow
+def test_the_render_workers_sign_a_large_incident(workspace, run_cli):
+    """4,500 recipients: previews are built, and signed, in forked render workers."""
+    record = write_key(workspace.root / "keys" / "dkim.pem", "ed25519")
+    workspace.env(**dkim_settings())
+    workspace.rows(make_rows(4500))
+    result = run_cli(workspace, "send", "--incident", "42", "--dry-run")
+    assert result.exit_code == 0, result.output
+    previews = sorted((workspace.root / "previews" / "incident-42").glob("*.eml"))
+    assert len(previews) == 4500
+    for eml in previews[::450]:
+        assert dkim.verify(eml.read_bytes(), dnsfunc=dns(record))
