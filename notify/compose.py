@@ -52,7 +52,13 @@ class Outgoing:
     data: bytes
     row: int  # first source row, for error lines
     subject: str = ""  # as rendered, for previews and reports (the header may be encoded)
-    attachments: tuple[str, ...] = ()  # the attached files' names, for previews
+
+
+@dataclass(frozen=True)
+class OutgoingWithFiles(Outgoing):
+    """A message that carries files (a subclass: a message without costs nothing more)."""
+
+    attachments: tuple[str, ...] = ()  # the files' names, for previews
 
 
 def recipient_token(incident_id: str, key: str) -> str:
@@ -139,26 +145,22 @@ class Composer:
             f"{INCIDENT_HEADER}: {self.incident_id}",
             "MIME-Version: 1.0",
         ]
-        boundary = self._boundary(message_id)
-        names: tuple[str, ...] = ()
-        if self.attachments is None:
-            data = _assemble(headers, rendered.text, rendered.html, boundary)
-        else:
-            parts = self.attachments.parts(recipient)
-            data = _assemble(headers, rendered.text, rendered.html, boundary, parts)
-            names = tuple(part.name for part in parts)
+        parts = () if self.attachments is None else self.attachments.parts(recipient)
+        data = _assemble(headers, rendered.text, rendered.html, self._boundary(message_id), parts)
         if self.signer is not None:
             data = self.signer.sign(data)
-        return Outgoing(
-            key=recipient.key,
-            envelope_from=self.envelope_from(recipient.key),
-            to=recipient.email,
-            message_id=message_id,
-            data=data,
-            row=recipient.first_row,
-            subject=rendered.subject,
-            attachments=names,
+        built = (
+            recipient.key,
+            self.envelope_from(recipient.key),
+            recipient.email,
+            message_id,
+            data,
+            recipient.first_row,
+            rendered.subject,
         )
+        if not parts:
+            return Outgoing(*built)
+        return OutgoingWithFiles(*built, tuple(part.name for part in parts))
 
     def rebuilt(
         self, recipient: Recipient, data: bytes, *, when: datetime | None = None
@@ -280,29 +282,30 @@ def _assemble(
     headers: list[str], text: str, html: str | None, boundary: str, parts: Sequence[Part] = ()
 ) -> bytes:
     """Headers plus the body entity, inside multipart/mixed when files are attached."""
-    entity = _entity(text, html, boundary)
+    head = ("\r\n".join(headers) + "\r\n").encode()
     if parts:
-        entity = mixed(entity, parts, boundary.replace("=_notify_", "=_notify_mixed_", 1))
-    return ("\r\n".join(headers) + "\r\n").encode() + entity
+        entity = b"".join(_entity(b"", text, html, boundary))
+        return head + mixed(entity, parts, boundary.replace("=_notify_", "=_notify_mixed_", 1))
+    return b"".join(_entity(head, text, html, boundary))
 
 
-def _entity(text: str, html: str | None, boundary: str) -> bytes:
-    """A text part, or multipart/alternative with text first, then HTML."""
+def _entity(head: bytes, text: str, html: str | None, boundary: str) -> list[bytes]:
+    """`head`, then a text part or multipart/alternative with text first, then HTML: the
+    pieces of one join."""
     if html is None:
         body = _part("plain", text)
         # The data must end with CRLF; adding one to a text that has it adds a blank line.
-        return body if body.endswith(b"\r\n") else body + b"\r\n"
+        return [head, body] if body.endswith(b"\r\n") else [head, body, b"\r\n"]
     delimiter = f"\r\n--{boundary}\r\n".encode()
-    return b"".join(
-        [
-            f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
-            delimiter[2:],
-            _part("plain", text),
-            delimiter,
-            _part("html", html),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
+    return [
+        head,
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
+        delimiter[2:],
+        _part("plain", text),
+        delimiter,
+        _part("html", html),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
 
 
 _date_cache: dict[int, str] = {}

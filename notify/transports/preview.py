@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from notify.compose import Outgoing
+from notify.compose import Outgoing, OutgoingWithFiles
 from notify.models import Outcome, State
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -50,7 +50,7 @@ class PreviewWriter:
         name = f"{self.written + 1:06d}-{safe_filename(message.to)}.eml"
         (self.folder / name).write_bytes(message.data)
         self.written += 1
-        files = "; ".join(message.attachments)
+        files = "; ".join(message.attachments) if isinstance(message, OutgoingWithFiles) else ""
         self._summary_rows.writerow(
             [name, message.to, message.subject, message.row, message.message_id, files]
         )
