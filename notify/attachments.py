@@ -142,21 +142,24 @@ def encode_part(name: str, content: bytes) -> bytes:
         f"Content-Disposition: attachment;{_parameter('filename', name)}\r\n"
         "Content-Transfer-Encoding: base64\r\n\r\n"
     )
-    return head.encode("ascii") + base64.encodebytes(content).replace(b"\n", b"\r\n")
+    encoded = base64.b64encode(content)
+    lines = [encoded[start : start + 76] for start in range(0, len(encoded), 76)]
+    return head.encode("ascii") + b"\r\n".join([*lines, b""])  # each line ends CRLF
 
 
-def mixed(entity: bytes, parts: Sequence[Part], boundary: str) -> bytes:
-    """multipart/mixed: the message's body entity first, then each file."""
+def mixed(entity: list[bytes], parts: Sequence[Part], boundary: str) -> list[bytes]:
+    """multipart/mixed: the body entity's pieces first, then each file's, for one join (a
+    shared file's bytes are copied once, into the message)."""
     delimiter = f"\r\n--{boundary}\r\n".encode()
-    return b"".join(
-        [
-            f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
-            delimiter[2:],
-            entity,
-            *(delimiter + part.data for part in parts),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
+    pieces = [
+        f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
+        delimiter[2:],
+        *entity,
+    ]
+    for part in parts:
+        pieces += (delimiter, part.data)
+    pieces.append(f"\r\n--{boundary}--\r\n".encode())
+    return pieces
 
 
 def _read_part(path: Path, raw: str, *, where: str) -> Part:

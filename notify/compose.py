@@ -284,8 +284,9 @@ def _assemble(
     """Headers plus the body entity, inside multipart/mixed when files are attached."""
     head = ("\r\n".join(headers) + "\r\n").encode()
     if parts:
-        entity = b"".join(_entity(b"", text, html, boundary))
-        return head + mixed(entity, parts, boundary.replace("=_notify_", "=_notify_mixed_", 1))
+        entity = _entity(b"", text, html, boundary)
+        mixed_boundary = boundary.replace("=_notify_", "=_notify_mixed_", 1)
+        return b"".join([head, *mixed(entity, parts, mixed_boundary)])
     return b"".join(_entity(head, text, html, boundary))
 
 

@@ -74,7 +74,8 @@ class Signer:
         return f"{self.selector}._domainkey.{self.domain}"
 
     def sign(self, message: bytes) -> bytes:
-        """The message with its DKIM-Signature header on top."""
+        """The message (every line ending CRLF, as Composer builds it) with its
+        DKIM-Signature header on top."""
         signer = _dkim_class()(message, rsa=self.key.rsa)
         header = signer.sign(
             self.selector.encode(),
@@ -213,7 +214,7 @@ def _alignment(domain: str, from_domain: str) -> list[str]:
 
 @functools.cache
 def _dkim_class() -> Callable[..., Any]:
-    """dkimpy's signer, with the RSA private-key operation done by OpenSSL.
+    """dkimpy's signer, faster where a message is large or the key is RSA.
 
     dkimpy computes RSA in pure Python, 10-20 ms a signature. Its Ed25519 path signs the
     header hash with `key.sign(digest).signature`, so a key with that method taken down
@@ -235,11 +236,17 @@ def _dkim_class() -> Callable[..., Any]:
             prehashed = utils.Prehashed(hashes.SHA256())
             return Signed(self.key.sign(digest, padding.PKCS1v15(), prehashed))
 
-    class OpenSslDkim(dkim.DKIM):  # type: ignore[misc]
+    class FastDkim(dkim.DKIM):  # type: ignore[misc]
         signature_algorithm: bytes  # set by dkim.DKIM
+        body: bytes
 
         def __init__(self, message: bytes, *, rsa: Any) -> None:
-            super().__init__(message)
+            # dkimpy splits all it is given into lines, 4 ms for a 200 KB file: it gets the
+            # header block, and the body as is (the same bytes, since every line ends CRLF).
+            end = message.find(b"\r\n\r\n")
+            super().__init__(message if end < 0 else message[: end + 4])
+            if end >= 0:
+                self.body = message[end + 4 :]
             self.rsa = rsa
 
         def gen_header(self, *args: Any, **kwargs: Any) -> Any:
@@ -260,4 +267,4 @@ def _dkim_class() -> Callable[..., Any]:
             finally:
                 self.signature_algorithm = b"rsa-sha256"
 
-    return OpenSslDkim
+    return FastDkim

@@ -167,9 +167,12 @@ def test_a_parent_domain_aligns(tmp_path: Path):
     assert signer is not None and signer.domain == "acme.example" and warnings == []
 
 
-def test_the_rsa_signature_is_the_one_dkimpy_alone_makes(tmp_path: Path, monkeypatch):
-    """OpenSSL does the RSA operation; the bytes must be dkimpy's own."""
-    write_key(tmp_path / "k.pem", "rsa")
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+@pytest.mark.parametrize("body", [b"body\r\n", base64.encodebytes(bytes(range(256)) * 800)])
+def test_the_signature_is_the_one_dkimpy_alone_makes(tmp_path: Path, monkeypatch, kind, body):
+    """OpenSSL does the RSA operation and the body is not split into lines; the bytes
+    must be dkimpy's own (both algorithms are deterministic)."""
+    write_key(tmp_path / "k.pem", kind)
     signer, _ = load_signer(
         tmp_path,
         Settings(dkim_selector="s1", dkim_key="k.pem"),
@@ -180,7 +183,7 @@ def test_the_rsa_signature_is_the_one_dkimpy_alone_makes(tmp_path: Path, monkeyp
     message = (
         b"From: a@acme.example\r\nTo: b@example.com\r\nSubject: x\r\nDate: Mon, 02 Mar 2026 "
         b"10:00:00 +0000\r\nMessage-ID: <m@acme.example>\r\nMIME-Version: 1.0\r\n"
-        b"Content-Type: text/plain\r\n\r\nbody\r\n"
+        b"Content-Type: text/plain\r\n\r\n" + body.replace(b"\n", b"\r\n").replace(b"\r\r", b"\r")
     )
     monkeypatch.setattr(time, "time", lambda: 1_790_000_000.0)
     ours = signer.sign(message)
@@ -188,7 +191,8 @@ def test_the_rsa_signature_is_the_one_dkimpy_alone_makes(tmp_path: Path, monkeyp
         message,
         b"s1",
         b"acme.example",
-        (tmp_path / "k.pem").read_bytes(),
+        signer.key.private,
+        signature_algorithm=signer.key.algorithm,
         include_headers=[
             h.lower().encode()
             for h in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")
