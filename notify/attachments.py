@@ -30,6 +30,7 @@ CACHE_BYTES = 32 * 1024 * 1024  # encoded customer files kept for the next messa
 _QUOTABLE = re.compile(r"[ !#-\[\]-~]{1,60}")  # printable ASCII but '"' and '\': no escaping
 _ATTRIBUTE_SAFE = "!#$&+^`|~"  # RFC 2231 attribute-char besides letters, digits, '-', '.', '_'
 _LINE = 78  # the longest header line RFC 5322 recommends
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # nothing a reader should see
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,13 @@ def mixed(entity: list[bytes], parts: Sequence[Part], boundary: str) -> list[byt
     return pieces
 
 
+def visible_name(name: str) -> str:
+    """A file name as readers show it: no control characters, no surrounding spaces."""
+    return _CONTROL.sub("_", name.strip()).strip() or "attachment"
+
+
 def _read_part(path: Path, raw: str, *, where: str) -> Part:
-    name = Path(raw).name
+    name = visible_name(Path(raw).name)
     try:
         content = path.read_bytes()
     except OSError as exc:

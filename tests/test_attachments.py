@@ -10,9 +10,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notify import pipeline
-from notify.attachments import Attachments, encode_part
+from notify.attachments import Attachments, encode_part, visible_name
 from notify.errors import AttachmentError
 from notify.models import Recipient
 from notify.workspace import Workspace
@@ -300,3 +302,17 @@ def test_checking_resolves_without_encoding(tmp_path: Path):
     lost = Recipient("a@example.com", "a@example.com", {"attachment": "x.pdf"}, [{}], [7], "e.csv")
     with pytest.raises(AttachmentError, match=r"^a@example.com \(e.csv row 7\), column"):
         files.check(lost)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=150))
+def test_any_file_name_reads_back_as_shown(name: str):
+    part = encode_part(visible_name(name), b"%PDF")
+    assert all(len(line) <= 78 for line in part.split(b"\r\n"))
+    parsed = parse(b"MIME-Version: 1.0\r\n" + part)
+    assert parsed.get_filename() == visible_name(name)
+    assert parsed.get_content() == b"%PDF"
+
+
+def test_a_name_with_control_characters_is_shown_without_them():
+    assert visible_name(" Rechnung\r\nMärz.pdf ") == "Rechnung__März.pdf"
+    assert visible_name("\t") == "attachment"
