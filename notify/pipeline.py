@@ -432,6 +432,9 @@ def fingerprints(incident: Incident) -> tuple[str, str]:
     manifest = incident.manifest
     wording = [manifest.title, manifest.sender, manifest.reply_to, manifest.facts]
     templates.update(json.dumps(wording, sort_keys=True, default=str).encode())
+    files = incident.composer.attachments
+    for part in files.shared if files else ():  # the files every message carries
+        templates.update(b"\0" + hashlib.sha256(part.data).digest())
     data = hashlib.sha256()
     encode = json.JSONEncoder(sort_keys=True, default=str).encode  # json.dumps makes one a call
     for r in incident.cleaned.recipients:

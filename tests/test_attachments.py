@@ -316,3 +316,13 @@ def test_any_file_name_reads_back_as_shown(name: str):
 def test_a_name_with_control_characters_is_shown_without_them():
     assert visible_name(" Rechnung\r\nMärz.pdf ") == "Rechnung__März.pdf"
     assert visible_name("\t") == "attachment"
+
+
+def test_the_incidents_own_files_are_part_of_the_fingerprint(workspace, invoices):
+    def fingerprint() -> str:
+        incident = pipeline.load_incident(Workspace.open(workspace.root), "42", {})
+        return pipeline.fingerprints(incident)[0]
+
+    before = fingerprint()
+    workspace.write("data/faq.pdf", pdf(1000))
+    assert fingerprint() != before
