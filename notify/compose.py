@@ -12,15 +12,21 @@ import functools
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, getaddresses
+from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
 
+from notify.attachments import Attachments, Part, mixed
 from notify.errors import HeaderError, ManifestError
 from notify.models import Recipient, Rendered
+
+if TYPE_CHECKING:
+    from notify.signing import Signer
 
 INCIDENT_HEADER = "X-Notify-Incident"
 # Control characters, and the Unicode line breaks that str.splitlines() (and so the email
@@ -46,6 +52,13 @@ class Outgoing:
     data: bytes
     row: int  # first source row, for error lines
     subject: str = ""  # as rendered, for previews and reports (the header may be encoded)
+
+
+@dataclass(frozen=True)
+class OutgoingWithFiles(Outgoing):
+    """A message that carries files (a subclass: a message without costs nothing more)."""
+
+    attachments: tuple[str, ...] = ()  # the files' names, for previews
 
 
 def recipient_token(incident_id: str, key: str) -> str:
@@ -86,8 +99,12 @@ class Composer:
         sender: Address,
         reply_to: Address | None,
         return_path: str | None,
+        attachments: Attachments | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.incident_id = incident_id
+        self.attachments = attachments  # None: no message carries a file
+        self.signer = signer  # None: messages are not DKIM-signed
         self.sender = sender
         self.reply_to = reply_to
         self.return_path = return_path
@@ -115,7 +132,7 @@ class Composer:
     def compose(self, rendered: Rendered, *, when: datetime | None = None) -> Outgoing:
         """One recipient's message, refusing any header value that could break the header."""
         recipient = rendered.recipient
-        name = self.validate(rendered)
+        name = self._checked_name(rendered)
         message_id = self.message_id(recipient.key)
         headers = [
             self._from_header,
@@ -128,15 +145,22 @@ class Composer:
             f"{INCIDENT_HEADER}: {self.incident_id}",
             "MIME-Version: 1.0",
         ]
-        return Outgoing(
-            key=recipient.key,
-            envelope_from=self.envelope_from(recipient.key),
-            to=recipient.email,
-            message_id=message_id,
-            data=_assemble(headers, rendered.text, rendered.html, self._boundary(message_id)),
-            row=recipient.first_row,
-            subject=rendered.subject,
+        parts = () if self.attachments is None else self.attachments.parts(recipient)
+        data = _assemble(headers, rendered.text, rendered.html, self._boundary(message_id), parts)
+        if self.signer is not None:
+            data = self.signer.sign(data)
+        built = (
+            recipient.key,
+            self.envelope_from(recipient.key),
+            recipient.email,
+            message_id,
+            data,
+            recipient.first_row,
+            rendered.subject,
         )
+        if not parts:
+            return Outgoing(*built)
+        return OutgoingWithFiles(*built, tuple(part.name for part in parts))
 
     def rebuilt(
         self, recipient: Recipient, data: bytes, *, when: datetime | None = None
@@ -148,6 +172,15 @@ class Composer:
         header_end = data.find(b"\r\n\r\n")
         if f"\r\nMessage-ID: {message_id}\r\n".encode() not in data[:header_end]:
             return None
+        if self.signer is not None:  # the signature covers Date: it keeps the signed one
+            return Outgoing(
+                key=recipient.key,
+                envelope_from=self.envelope_from(recipient.key),
+                to=recipient.email,
+                message_id=message_id,
+                data=data,
+                row=recipient.first_row,
+            )
         # The check may have built it long ago (an operator thinking before saying yes);
         # Date says when it was sent. Every date is formatted to the same width.
         date = _date(when).encode()
@@ -165,8 +198,15 @@ class Composer:
         )
 
     def validate(self, rendered: Rendered) -> str:
-        """Refuse a header value that could break the header (Promise 4), without building
-        the message: all a check needs. Returns the display name."""
+        """Refuse a header value that could break the header (Promise 4) and a file that
+        cannot be attached, without building the message: all a check needs. Returns the
+        display name."""
+        name = self._checked_name(rendered)
+        if self.attachments is not None:
+            self.attachments.check(rendered.recipient)
+        return name
+
+    def _checked_name(self, rendered: Rendered) -> str:
         recipient = rendered.recipient
         name = str(recipient.fields.get("name", ""))
         for label, value in (("subject", rendered.subject), ("name", name)):
@@ -238,29 +278,35 @@ def _part(subtype: str, text: str) -> bytes:
     ).encode() + _quoted_printable(text)
 
 
-def _assemble(headers: list[str], text: str, html: str | None, boundary: str) -> bytes:
-    """Headers plus a text part, or multipart/alternative with text first, then HTML."""
+def _assemble(
+    headers: list[str], text: str, html: str | None, boundary: str, parts: Sequence[Part] = ()
+) -> bytes:
+    """Headers plus the body entity, inside multipart/mixed when files are attached."""
+    head = ("\r\n".join(headers) + "\r\n").encode()
+    if parts:
+        entity = _entity(b"", text, html, boundary)
+        mixed_boundary = boundary.replace("=_notify_", "=_notify_mixed_", 1)
+        return b"".join([head, *mixed(entity, parts, mixed_boundary)])
+    return b"".join(_entity(head, text, html, boundary))
+
+
+def _entity(head: bytes, text: str, html: str | None, boundary: str) -> list[bytes]:
+    """`head`, then a text part or multipart/alternative with text first, then HTML: the
+    pieces of one join."""
     if html is None:
         body = _part("plain", text)
         # The data must end with CRLF; adding one to a text that has it adds a blank line.
-        return (
-            ("\r\n".join(headers) + "\r\n").encode()
-            + body
-            + (b"" if body.endswith(b"\r\n") else b"\r\n")
-        )
-    headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
-    head = ("\r\n".join(headers) + "\r\n\r\n").encode()
+        return [head, body] if body.endswith(b"\r\n") else [head, body, b"\r\n"]
     delimiter = f"\r\n--{boundary}\r\n".encode()
-    return b"".join(
-        [
-            head,
-            delimiter[2:],
-            _part("plain", text),
-            delimiter,
-            _part("html", html),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
+    return [
+        head,
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
+        delimiter[2:],
+        _part("plain", text),
+        delimiter,
+        _part("html", html),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
 
 
 _date_cache: dict[int, str] = {}

@@ -6,7 +6,9 @@
     ├── SettingsError               a setting in .env or the environment is invalid
     ├── SourceError                 an export cannot be read (file, row, column)
     ├── RenderError                 templates failed for one or more recipients
-    │   └── HeaderError             a rendered header holds a line break or control char
+    │   ├── HeaderError             a rendered header holds a line break or control char
+    │   └── AttachmentError         an attachment is missing, unreadable, outside the
+    │                               workspace, or makes a message too big for the relay
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
     ├── OutputError                 a report, preview or check file cannot be written (path)
@@ -81,6 +83,10 @@ class RenderError(NotifyError):
 
 class HeaderError(RenderError):
     """A rendered header value would break the header block."""
+
+
+class AttachmentError(RenderError):
+    """A recipient's attachment cannot be sent: the file, or the message it makes."""
 
 
 class LedgerError(NotifyError):

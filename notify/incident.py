@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from notify import attachments, locales, signing
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Composer, Outgoing, parse_sender, recipient_token
@@ -26,6 +27,8 @@ from notify.settings import Settings
 from notify.sources.load import load_sources
 from notify.workspace import Context, Workspace
 
+SIZE_CHUNK = 20  # messages built at a time to measure them, when the spool lacks them
+
 
 @dataclass
 class Incident:
@@ -38,6 +41,8 @@ class Incident:
     composer: Composer
     template_context: dict[str, Any]  # incident-wide variables every template sees
     spool: Spool | None = None  # messages a send's check built, for the send to take
+    languages: locales.Languages | None = None  # with [columns] language: who got which
+    warnings: list[str] = field(default_factory=list)  # for the operator; nothing stops
 
     @property
     def incident_id(self) -> str:
@@ -71,6 +76,26 @@ class Incident:
             return None
         return self.composer.rebuilt(self.cleaned.recipients[position], data)
 
+    def sizes(
+        self,
+        recipients: Sequence[Recipient],
+        build: Callable[[Sequence[Recipient]], list[Outgoing]],
+    ) -> Iterator[tuple[Recipient, int]]:
+        """Each recipient's message size: the spooled bytes', else built again by `build`
+        (only when files are attached: without, a message is a few kilobytes)."""
+        missing = []
+        for recipient in recipients:
+            size = self.spool.length(self._position(recipient.key)) if self.spool else None
+            if size is None:
+                missing.append(recipient)
+            else:
+                yield recipient, size
+        if self.composer.attachments is None:
+            return
+        for start in range(0, len(missing), SIZE_CHUNK):
+            chunk = missing[start : start + SIZE_CHUNK]
+            yield from zip(chunk, (len(m.data) for m in build(chunk)), strict=True)
+
     def _position(self, key: str) -> int:
         position = self._positions.get(key)
         if position is None:
@@ -103,33 +128,64 @@ def load_incident(
         raise ManifestError(f'{where}: no from = "Name <address>" and no NOTIFY_FROM in .env')
     sender = parse_sender(sender_text, where=where)
     reply_to = parse_sender(manifest.reply_to, where=where) if manifest.reply_to else None
-    templates = load_templates(
-        workspace.template_dir(manifest.template), label=f"templates/{manifest.template}"
+    signer, warnings = signing.load_signer(
+        workspace.root, settings, from_domain=sender.domain, reply_to=reply_to is not None
     )
+    label = f"templates/{manifest.template}"
+    templates = load_templates(workspace.template_dir(manifest.template), label=label)
     cleaned = clean(  # handed straight over: cleaning frees the export once merged
         load_sources(
             manifest.sources, root=workspace.root, incident_id=incident_id, environ=context.environ
         ),
         columns=manifest.columns,
-        items=manifest.items,
+        items=attachments.with_item(manifest.columns, manifest.items),
         where=where,
         allow_typo_domains=allow_typo_domains,
     )
     composer = Composer(
-        incident_id=incident_id, sender=sender, reply_to=reply_to, return_path=settings.return_path
+        incident_id=incident_id,
+        sender=sender,
+        reply_to=reply_to,
+        return_path=settings.return_path,
+        attachments=attachments.Attachments.load(
+            workspace.root,
+            manifest.attachments,
+            manifest.columns.get(attachments.FIELD),
+            where=where,
+        ),
+        signer=signer,
     )
     template_context = incident_context(incident_id, manifest.title, manifest.facts)
-    return Incident(context, manifest, cleaned, templates, composer, template_context)
+    languages = None
+    if locales.FIELD in manifest.columns:
+        templates, languages = locales.localised(
+            templates, cleaned.recipients, label=label, load=load_templates
+        )
+    return Incident(
+        context,
+        manifest,
+        cleaned,
+        templates,
+        composer,
+        template_context,
+        languages=languages,
+        warnings=warnings,
+    )
 
 
 def fingerprints(incident: Incident) -> tuple[str, str]:
     """What the messages are made of: templates (with the manifest's wording), and data."""
     templates = hashlib.sha256()
-    for path in sorted(incident.templates.folder.glob("*.j2")):
-        templates.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    folder = incident.templates.folder
+    for path in sorted(folder.rglob("*.j2")):  # language folders too
+        templates.update(path.relative_to(folder).as_posix().encode())
+        templates.update(b"\0" + path.read_bytes() + b"\0")
     manifest = incident.manifest
     wording = [manifest.title, manifest.sender, manifest.reply_to, manifest.facts]
     templates.update(json.dumps(wording, sort_keys=True, default=str).encode())
+    files = incident.composer.attachments
+    for part in files.shared if files else ():  # the files every message carries
+        templates.update(b"\0" + hashlib.sha256(part.data).digest())
     data = hashlib.sha256()
     encode = json.JSONEncoder(sort_keys=True, default=str).encode  # json.dumps makes one a call
     for r in incident.cleaned.recipients:

@@ -11,7 +11,17 @@ from notify.errors import ManifestError, WorkspaceError
 from notify.models import SourceSpec
 from notify.workspace import Workspace
 
-_TOP_KEYS = {"title", "template", "from", "reply_to", "source", "columns", "group", "facts"}
+_TOP_KEYS = {
+    "title",
+    "template",
+    "from",
+    "reply_to",
+    "attachments",
+    "source",
+    "columns",
+    "group",
+    "facts",
+}
 _SOURCE_KEYS = {"path", "url", "query", "query_file", "encoding", "delimiter", "sheet"}
 
 
@@ -29,6 +39,7 @@ class Manifest:
     columns: dict[str, str]  # template field -> export column
     items: dict[str, str]  # item field -> export column; empty: no grouping fields
     facts: dict[str, Any] = field(default_factory=dict)
+    attachments: list[str] = field(default_factory=list)  # workspace paths, every message
 
 
 def load_manifest(workspace: Workspace, incident_id: str) -> Manifest:
@@ -62,6 +73,7 @@ def load_manifest(workspace: Workspace, incident_id: str) -> Manifest:
         columns=columns,
         items=_items(data.get("group", {}), where),
         facts=_table(data, "facts", where),
+        attachments=_attachments(data.get("attachments", []), where),
     )
 
 
@@ -101,6 +113,15 @@ def _string_table(data: dict[str, Any], key: str, where: str) -> dict[str, str]:
         if not isinstance(value, str) or not value.strip():
             raise ManifestError(f'{where}: [{key}] {name} must name a column, like {name} = "..."')
     return {name: value.strip() for name, value in table.items()}
+
+
+def _attachments(value: Any, where: str) -> list[str]:
+    """attachments = ["data/faq.pdf", ...]: files every message carries."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ManifestError(
+            f'{where}: attachments must list files, like attachments = ["data/faq.pdf"]'
+        )
+    return [v.strip() for v in value]
 
 
 def _items(group: Any, where: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ Each verb loads and checks the whole incident first (Promise 1), then does one t
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from notify.rendering import summarise_problems
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
 from notify.transports.redirect import RedirectTransport
+from notify.transports.sizes import SizeLimited, require_fits
 from notify.transports.smtp import SmtpTransport
 from notify.workspace import Context
 
@@ -44,6 +46,16 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def language_fallbacks(self) -> dict[str, int]:
+        """Customers by language with no template folder, given the incident's own."""
+        languages = self.incident.languages
+        return languages.fallbacks if languages is not None else {}
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.incident.warnings
 
     @property
     def review_by_kind(self) -> dict[str, int]:
@@ -194,16 +206,23 @@ def send(plan: SendPlan, *, on_outcome: Callable[[Outcome], None] | None = None)
 
     Several `notify send` processes on one incident share the work through their claims."""
     incident = plan.incident
+    settings = incident.settings
     # Render workers only for what the spool lacks; they fork now, before any thread starts.
     spooled_all = incident.spool is not None and incident.spool.complete
     pool = RenderPool(incident, processes=1 if spooled_all else None)
     try:
+        fits = functools.cache(  # on the first connection, before any message leaves
+            lambda limit: require_fits(
+                incident.sizes(plan.to_send, pool.build), limit, relay=settings.smtp_where()
+            )
+        )
         summary = sending.send_claimed(
             incident,
             claim=lambda sender, n: sender.claim(n),
             build=sending.build_for_send(incident, pool),
             count=len(plan.to_send),
             on_outcome=on_outcome,
+            transport=lambda: SizeLimited(SmtpTransport(settings), fits),
         )
     finally:
         pool.close()
@@ -228,7 +247,15 @@ def test_send(
     report = check(context, incident_id, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
-    transport: Transport = RedirectTransport(SmtpTransport(incident.settings), address)
-    recipients = incident.cleaned.recipients[:limit]
-    summary = deliver(ListSource(incident.outgoing(recipients)), lambda: transport, NoRecord())
+    messages = list(incident.outgoing(incident.cleaned.recipients[:limit]))
+    sizes = [(incident.recipient(m.key), len(m.data)) for m in messages]
+    relay = incident.settings.smtp_where()
+    transport: Transport = RedirectTransport(
+        SizeLimited(
+            SmtpTransport(incident.settings),
+            lambda size_limit: require_fits(sizes, size_limit, relay=relay),
+        ),
+        address,
+    )
+    summary = deliver(ListSource(messages), lambda: transport, NoRecord())
     return SendResult(summary)

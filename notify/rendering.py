@@ -6,7 +6,7 @@ every error names the recipient and its source row, so a bad row is found before
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.runtime import new_context
 
+from notify import locales, markdown
 from notify.errors import RenderError, WorkspaceError
 from notify.models import Recipient, Rendered
 
@@ -46,6 +47,8 @@ class Templates:
     subject: jinja2.Template
     text: jinja2.Template
     html: jinja2.Template | None
+    markdown: jinja2.Template | None = None  # body.md.j2, fields escaped: the HTML's source
+    by_language: Callable[[Recipient], Templates] | None = None  # see locales.localised
     # Each template's globals as one flat dict: Template.render copies them from a
     # ChainMap on every call, a third of the cost of a short message.
     flat_globals: dict[jinja2.Template, dict[str, Any]] = field(
@@ -67,8 +70,9 @@ class Templates:
             environment.handle_exception()
 
 
-def load_templates(folder: Path, *, label: str) -> Templates:
-    """Compile the folder's templates now, so a syntax error stops the run at once."""
+def load_templates(folder: Path, *, label: str, locale: str | None = None) -> Templates:
+    """Compile the folder's templates now, so a syntax error stops the run at once; their
+    money, date and number filters format for `locale`."""
     if not folder.is_dir():
         known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
         hint = f"known templates: {', '.join(known)}" if known else "create it"
@@ -81,12 +85,34 @@ def load_templates(folder: Path, *, label: str) -> Templates:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    for required in (SUBJECT, TEXT):
-        if not (folder / required).is_file():
-            raise WorkspaceError(f"{label}/{required} is missing; every template needs one")
+    environment.filters.update(locales.filters(locale))
+    if not (folder / SUBJECT).is_file():
+        raise WorkspaceError(f"{label}/{SUBJECT} is missing; every template needs one")
+    if (folder / markdown.MARKDOWN).is_file():
+        return _markdown_templates(environment, folder, label)
+    if not (folder / TEXT).is_file():
+        raise WorkspaceError(f"{label}/{TEXT} is missing; write it, or a {markdown.MARKDOWN}")
     html = _compile(environment, HTML, label) if (folder / HTML).is_file() else None
     return Templates(
         folder, _compile(environment, SUBJECT, label), _compile(environment, TEXT, label), html
+    )
+
+
+def _markdown_templates(environment: jinja2.Environment, folder: Path, label: str) -> Templates:
+    """body.md.j2 as it is (the text part), and with fields escaped (the HTML's source)."""
+    for other in (TEXT, HTML):
+        if (folder / other).is_file():
+            raise WorkspaceError(
+                f"{label} has both {markdown.MARKDOWN} and {other}; keep one: "
+                f"{markdown.MARKDOWN} makes both the text and the HTML part"
+            )
+    escaping = environment.overlay(finalize=markdown.escape, cache_size=0)
+    return Templates(
+        folder,
+        _compile(environment, SUBJECT, label),
+        _compile(environment, markdown.MARKDOWN, label),
+        None,
+        markdown=_compile(escaping, markdown.MARKDOWN, label),
     )
 
 
@@ -121,11 +147,16 @@ class _Facts(dict[str, Any]):
 
 def render(templates: Templates, recipient: Recipient, incident: dict[str, Any]) -> Rendered:
     """One recipient's texts; raises RenderError naming the recipient and source row."""
+    if templates.by_language is not None:
+        templates = templates.by_language(recipient)
     context = {"customer": recipient.fields, "items": recipient.items, "incident": incident}
     try:
         subject = templates.render(templates.subject, context)
         text = templates.render(templates.text, context)
         html = templates.render(templates.html, context) if templates.html else None
+        if templates.markdown is not None:
+            source = templates.render(templates.markdown, context)
+            html = markdown.to_html(source, title=subject.strip())
     except _MissingFact as exc:
         raise RenderError(
             f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; add it "

@@ -16,12 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from notify.compose import Outgoing
 from notify.delivery import deliver, delivery_options, on_one_cpu
-from notify.errors import NotifyError, StoppedError
+from notify.errors import NotifyError, RenderError, StoppedError
 from notify.incident import Incident
 from notify.ledger.claims import Claim, Sender
 from notify.ledger.journal import Journal
 from notify.messages.pool import RenderPool
 from notify.models import Outcome, Recipient, RunSummary
+from notify.transports.protocol import Transport
 from notify.transports.smtp import SmtpTransport
 
 MAX_CLAIM = 20  # recipients reserved at a time: one ledger round trip feeds many messages
@@ -37,6 +38,7 @@ def send_claimed(
     build: Build,
     count: int,
     on_outcome: Callable[[Outcome], None] | None = None,
+    transport: Callable[[], Transport] | None = None,
 ) -> RunSummary:
     """Deliver up to `count` due messages, each outcome durable before its connection's
     next message goes. Several processes on one incident share the work by their claims."""
@@ -54,12 +56,14 @@ def send_claimed(
         try:
             return deliver(
                 source,
-                lambda: SmtpTransport(settings),
+                transport or (lambda: SmtpTransport(settings)),
                 journal,
                 options=options,
                 pace=sender.pace,
                 on_outcome=on_outcome,
             )
+        except RenderError:
+            raise  # refused before anything left (a message over the relay's SIZE)
         except NotifyError as exc:
             raise StoppedError(exc, accepted=journal.accepted) from exc
         finally:

@@ -55,6 +55,9 @@ class Settings:
     imap_user: str | None = None
     imap_password: str | None = field(default=None, repr=False)
     imap_folder: str = "INBOX"
+    dkim_selector: str | None = None
+    dkim_key: str | None = None  # the PEM file's path; signing.py reads the key itself
+    dkim_domain: str | None = None  # None: the From domain
 
     def __post_init__(self) -> None:
         # The modes are compared by identity; a caller may pass the plain words.
@@ -115,6 +118,9 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         imap_user=text("NOTIFY_IMAP_USER"),
         imap_password=env.get("NOTIFY_IMAP_PASSWORD") or None,
         imap_folder=text("NOTIFY_IMAP_FOLDER") or "INBOX",
+        dkim_selector=text("NOTIFY_DKIM_SELECTOR"),
+        dkim_key=text("NOTIFY_DKIM_KEY"),
+        dkim_domain=text("NOTIFY_DKIM_DOMAIN"),
     )
 
 

@@ -24,6 +24,7 @@ sent, like a real MTA does.
 
 Programmatic switches on :class:`SmtpServer`: ``refuse_sender``, ``fail_next(n, reply)``,
 ``delay`` and ``slow_seconds``; ``reset()`` restores all of them and clears the records.
+``SmtpServer(size_limit=N)`` states and enforces ``SIZE N`` (aiosmtpd's default is 32 MiB).
 
 Used as a pytest plugin (``pytest_plugins = ["tests.smtp_server"]``), it provides the
 fixtures ``smtp_server``, ``smtp_starttls_server``, ``smtp_tls_server`` and ``smtp_ca``.
@@ -288,6 +289,7 @@ class SmtpServer:
         ca_file: str | Path | None = None,
         slow_seconds: float = 0.5,
         delay: float = 0.0,
+        size_limit: int | None = None,
     ) -> None:
         if security not in ("none", "starttls", "tls"):
             raise ValueError(f"unknown security mode {security!r}")
@@ -300,6 +302,7 @@ class SmtpServer:
         self.slow_seconds = slow_seconds
         self.delay = delay
         self.refuse_sender: str | None = None
+        self.size_limit = size_limit  # the SIZE it states and enforces; None: aiosmtpd's own
         self._lock = threading.Condition()
         self._messages: list[Received] = []
         self._commands: list[str] = []
@@ -335,6 +338,8 @@ class SmtpServer:
             "auth_require_tls": self.security == "starttls",
             "authenticator": self._authenticate,
         }
+        if self.size_limit is not None:
+            smtp_kwargs["data_size_limit"] = self.size_limit
         if self.security == "starttls":
             smtp_kwargs.update(tls_context=self._ssl_context, require_starttls=True)
         elif self.security == "tls":

@@ -290,7 +290,7 @@ MANIFESTS = [
          "decode byte 0xe9 in position 10: invalid continuation byte); fix the file",
          {MANIFEST: 'title = "Fehler bei der Abbuchung"'.replace("Fehler", "Fé").encode("cp1252")}),
     Case("unknown top-level key", CHECK, 3, "incidents/42.toml: unknown key 'colums'; expected one "
-         "of columns, facts, from, group, reply_to, source, template, title",
+         "of attachments, columns, facts, from, group, reply_to, source, template, title",
          {MANIFEST: manifest(("[columns]", "[colums]"))}),
     Case("title missing", CHECK, 3, 'incidents/42.toml: title is missing; add title = "..." at '
          "the top", {MANIFEST: manifest(('title = "Duplicate charge on March renewals"\n', ""))}),

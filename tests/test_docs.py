@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -29,3 +31,16 @@ def test_version():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("notify, version ")
+
+
+@pytest.mark.parametrize(("incident", "previews"), [("42", 213), ("43", 9)])
+def test_the_demo_incidents_preview(tmp_path, clean_environ, incident, previews):
+    """The README's demo: the repository's own incidents, copied so the test writes nothing
+    into the repository."""
+    for folder in ("incidents", "templates", "data"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder)
+    result = CliRunner().invoke(
+        cli, ["send", "--incident", incident, "--dry-run", "--workspace", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Wrote {previews} preview(s) to ")

@@ -117,7 +117,7 @@ def test_a_manifest_that_is_not_utf8_is_bad_toml(workspace: WorkspaceFactory) ->
 def test_an_unknown_key_is_named_with_the_ones_expected(workspace: WorkspaceFactory) -> None:
     assert refused(workspace, 'titel = "x"\n' + HEAD + SOURCE + COLUMNS) == (
         "incidents/42.toml: unknown key 'titel'; expected one of "
-        "columns, facts, from, group, reply_to, source, template, title"
+        "attachments, columns, facts, from, group, reply_to, source, template, title"
     )
 
 

@@ -94,8 +94,8 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
     with (tmp_path / "p" / "summary.csv").open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1:] == [
-        ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>"],
-        ["000002-p1_x.example.eml", "p1@x.example", "Sorry & Bob", "3", "<m1>"],
+        ["000001-p0_x.example.eml", "p0@x.example", "Sorry <Ann>", "2", "<m0>", ""],
+        ["000002-p1_x.example.eml", "p1@x.example", "Sorry & Bob", "3", "<m1>", ""],
     ]
     writer.discard()
     assert list((tmp_path / "p").iterdir()) == []
@@ -109,7 +109,7 @@ def test_the_summary_opens_in_a_spreadsheet_without_running_a_formula(workspace,
     assert summary.read_bytes().startswith(codecs.BOM_UTF8)
     with summary.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["file", "to", "subject", "source_row", "message_id"]
+    assert rows[0] == ["file", "to", "subject", "source_row", "message_id", "attachments"]
     assert rows[1][2] == '\'=HYPERLINK("http://x")'
 
 

@@ -249,13 +249,19 @@ def test_a_missing_template_folder_with_none_known_says_create_it(tmp_path: Path
     )
 
 
-@pytest.mark.parametrize(("part", "name"), [("subject", "subject.j2"), ("text", "body.txt.j2")])
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("subject", "templates/apology/subject.j2 is missing; every template needs one"),
+        ("text", "templates/apology/body.txt.j2 is missing; write it, or a body.md.j2"),
+    ],
+)
 def test_subject_and_text_templates_are_required(
-    make_templates: MakeTemplates, part: str, name: str
+    make_templates: MakeTemplates, part: str, message: str
 ) -> None:
     with pytest.raises(WorkspaceError) as caught:
         make_templates(**{part: None})
-    assert str(caught.value) == f"templates/apology/{name} is missing; every template needs one"
+    assert str(caught.value) == message
 
 
 def test_summarise_problems_shows_the_first_and_counts_every_other() -> None:

@@ -218,6 +218,7 @@ def _print_check(report: pipeline.CheckReport) -> None:
     click.echo(f"  recipients           {len(cleaned.recipients):>8}")
     click.echo(f"  suppressed           {report.suppressed:>8}")
     click.echo(f"  already sent         {report.already_sent:>8}")
+    _print_content(report)
     workspace = incident.workspace
     if cleaned.rejects:
         click.echo(f"Rejected rows: {workspace.relative(report.rejects_file)}")
@@ -227,6 +228,26 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
     for line in reports.flagged_rows(cleaned.review):
         click.echo(line)
+
+
+def _print_content(report: pipeline.CheckReport) -> None:
+    """Languages given the incident's own templates, and warnings about the content."""
+    fallbacks = report.language_fallbacks
+    if fallbacks:
+        click.echo(f"  language fallbacks   {sum(fallbacks.values()):>8}")
+        width = max(18, *map(len, fallbacks))
+        for language, count in fallbacks.items():
+            click.echo(f"    {language:<{width}} {count:>8}")
+        folder = report.incident.workspace.relative(report.incident.templates.folder)
+        click.echo(
+            f"Languages without a folder in {folder}/ get its own templates: "
+            f"{', '.join(fallbacks)}; add {folder}/<language>/ to write to them in theirs"
+        )
+    signer = report.incident.composer.signer
+    if signer is not None:
+        click.echo(f"DKIM: every message signed with the key at {signer.description}")
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}")
 
 
 def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:

@@ -68,6 +68,12 @@ class Spool:
             return None
         return data if len(data) == length else None
 
+    def length(self, position: int) -> int | None:
+        """The size of the bytes put for this position, or None (never put, or the disk failed)."""
+        if self._failed or self._offsets[position] == _MISSING:
+            return None
+        return self._lengths[position]
+
     @property
     def complete(self) -> bool:
         """Whether every position has its bytes: a send then needs no render workers."""

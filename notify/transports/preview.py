@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from notify.compose import Outgoing
+from notify.compose import Outgoing, OutgoingWithFiles
 from notify.errors import OutputError
 from notify.models import Outcome, State
 from notify.reports import SafeCsvWriter, csv_writer, open_csv
@@ -47,7 +47,9 @@ class PreviewWriter:
             stale.unlink()
         self._summary = open_csv(self.folder / "summary.csv")
         self._summary_rows = csv_writer(self._summary)
-        self._summary_rows.writerow(["file", "to", "subject", "source_row", "message_id"])
+        self._summary_rows.writerow(
+            ["file", "to", "subject", "source_row", "message_id", "attachments"]
+        )
         self._index_rows = (self.folder / _INDEX_ROWS).open("w", encoding="utf-8")
 
     def send(self, message: Outgoing) -> Outcome:
@@ -56,12 +58,14 @@ class PreviewWriter:
         name = f"{self.written + 1:06d}-{safe_filename(message.to)}.eml"
         (self.folder / name).write_bytes(message.data)
         self.written += 1
+        files = "; ".join(message.attachments) if isinstance(message, OutgoingWithFiles) else ""
         self._summary_rows.writerow(
-            [name, message.to, message.subject, message.row, message.message_id]
+            [name, message.to, message.subject, message.row, message.message_id, files]
         )
         self._index_rows.write(
             f"\n<tr><td>{message.row}</td><td>{html.escape(message.to)}</td>"
-            f'<td><a href="{html.escape(name)}">{html.escape(message.subject)}</a></td></tr>'
+            f'<td><a href="{html.escape(name)}">{html.escape(message.subject)}</a></td>'
+            f"<td>{html.escape(files)}</td></tr>"
         )
         return Outcome(message.key, State.PENDING, None, f"preview written to {name}")
 
@@ -76,7 +80,7 @@ class PreviewWriter:
                 '<!doctype html><html><head><meta charset="utf-8"><title>notify previews'
                 "</title><style>body{font-family:sans-serif}td{padding:2px 8px}</style>"
                 f"</head><body><h1>{self.written} preview(s)</h1><table>"
-                "<tr><th>source row</th><th>to</th><th>subject</th></tr>"
+                "<tr><th>source row</th><th>to</th><th>subject</th><th>attachments</th></tr>"
             )
             with rows.open(encoding="utf-8") as written_rows:
                 shutil.copyfileobj(written_rows, out)

@@ -67,6 +67,12 @@ class SmtpTransport:
         """Whether the open connection sends MAIL, RCPT and DATA in one write."""
         return self._pipelining
 
+    @property
+    def size_limit(self) -> int | None:
+        """The largest message the open connection takes (RFC 1870 SIZE); None: unstated."""
+        stated = self._connection.esmtp_features.get("size", "") if self._connection else ""
+        return int(stated) if stated.isdigit() and int(stated) > 0 else None
+
     def open(self) -> None:
         if self._connection is None:
             self._connect()
