@@ -23,19 +23,24 @@ from notify.cli.options import (
 )
 from notify.errors import ConfirmationError, exit_status
 from notify.models import Outcome, State, Undelivered
+from notify.transports.smtp import RelayOffer
 
 
 @click.command()
 @incident_option
 @workspace_option
 @typo_domains_option
-def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> None:
-    """Load, clean and render every message; send nothing; print the numbers."""
+@click.option("--offline", is_flag=True, help="Do not open the relay (no network at all).")
+def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool, offline: bool) -> None:
+    """Load, clean and render every message, open the relay; send nothing; print the numbers."""
     context = open_context(workspace_dir)
-    report = pipeline.check(context, incident_id, allow_typo_domains=allow_typo_domains)
+    report = pipeline.check(
+        context, incident_id, allow_typo_domains=allow_typo_domains, relay=not offline
+    )
     _print_check(report)
     pipeline.require_ok(report)
-    click.echo(f"\nAll good. Next: notify send --incident {incident_id} --dry-run")
+    click.echo(f"\n{_outlook(report)}")
+    click.echo(f"Next: notify send --incident {incident_id} --dry-run")
 
 
 @click.command()
@@ -79,7 +84,9 @@ def send(
             limit=limit,
             allow_typo_domains=allow_typo_domains,
         )
-        assert result.preview_dir is not None
+        assert result.preview_dir is not None and result.report is not None
+        _print_check(result.report)
+        click.echo(f"\n{_outlook(result.report)}")
         click.echo(f"Wrote {result.summary.attempted} preview(s) to {result.preview_dir}/")
         click.echo(f"Open {result.preview_dir / 'index.html'} to browse them.")
         click.echo(f"Next: notify send --incident {incident_id} --to you@your.domain (a test send)")
@@ -223,6 +230,42 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
     for line in reports.flagged_rows(cleaned.review):
         click.echo(line)
+    if report.changed:
+        click.echo(
+            f"Changed since the first send: {' and '.join(report.changed)}; a send refuses "
+            "to mix two versions: restore them, or send with --accept-changes"
+        )
+    if report.relay is not None:
+        click.echo(f"Relay: {_relay_line(report.relay)}")
+
+
+def _relay_line(offer: RelayOffer) -> str:
+    """What the relay offers, in one line: where, how secured, and the extensions that matter."""
+    login = "logged in" if offer.logged_in else "no login"
+    size = f"SIZE {offer.size_limit:,} bytes" if offer.size_limit else "no SIZE limit named"
+    offers = [
+        "PIPELINING" if offer.pipelining else "no PIPELINING",
+        "SMTPUTF8" if offer.smtputf8 else "no SMTPUTF8",
+        size,
+    ]
+    return f"{offer.where} ({offer.security}, {login}): {', '.join(offers)}; nothing was sent"
+
+
+def _outlook(report: pipeline.CheckReport) -> str:
+    """Exactly what a send would do now, and where the rows it would not mail are listed."""
+    workspace = report.incident.workspace
+    parts = [f"{report.will_send:,} will be sent"]
+    if report.held_back:
+        review = workspace.relative(report.review_file)
+        parts.append(f"{report.held_back:,} held back (typo domain) — see {review}")
+    if report.rejected:
+        rejects = workspace.relative(report.rejects_file)
+        parts.append(f"{report.rejected:,} rejected — see {rejects}")
+    if report.suppressed:
+        parts.append(f"{report.suppressed:,} suppressed")
+    if report.already_sent:
+        parts.append(f"{report.already_sent:,} already sent")
+    return "; ".join(parts)
 
 
 def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:
