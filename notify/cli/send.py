@@ -37,9 +37,9 @@ def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool, offli
     report = pipeline.check(
         context, incident_id, allow_typo_domains=allow_typo_domains, relay=not offline
     )
-    _print_check(report)
+    print_check(report)
     pipeline.require_ok(report)
-    click.echo(f"\n{_outlook(report)}")
+    click.echo(f"\n{outlook(report)}")
     click.echo(f"Next: notify send --incident {incident_id} --dry-run")
 
 
@@ -85,8 +85,8 @@ def send(
             allow_typo_domains=allow_typo_domains,
         )
         assert result.preview_dir is not None and result.report is not None
-        _print_check(result.report)
-        click.echo(f"\n{_outlook(result.report)}")
+        print_check(result.report)
+        click.echo(f"\n{outlook(result.report)}")
         click.echo(f"Wrote {result.summary.attempted} preview(s) to {result.preview_dir}/")
         click.echo(f"Open {result.preview_dir / 'index.html'} to browse them.")
         click.echo(f"Next: notify send --incident {incident_id} --to you@your.domain (a test send)")
@@ -112,7 +112,7 @@ def send(
         accept_changes=accept_changes,
         allow_typo_domains=allow_typo_domains,
     )
-    _print_check(plan.report)
+    print_check(plan.report)
     if not plan.to_send:
         click.echo("\nNothing to send: everyone has been sent to already.")
         return
@@ -205,7 +205,8 @@ def ledger_copy(workspace_dir: Path, target: str) -> None:
     click.echo(f"Copied {copied} row(s) into {where}. Next: point NOTIFY_LEDGER there in .env")
 
 
-def _print_check(report: pipeline.CheckReport) -> None:
+def print_check(report: pipeline.CheckReport) -> None:
+    """The check's numbers, the files that list rows to look at, changes and the relay."""
     incident = report.incident
     cleaned = incident.cleaned
     click.echo(f"Incident {incident.incident_id}: {incident.manifest.title}")
@@ -251,7 +252,7 @@ def _relay_line(offer: RelayOffer) -> str:
     return f"{offer.where} ({offer.security}, {login}): {', '.join(offers)}; nothing was sent"
 
 
-def _outlook(report: pipeline.CheckReport) -> str:
+def outlook(report: pipeline.CheckReport) -> str:
     """Exactly what a send would do now, and where the rows it would not mail are listed."""
     workspace = report.incident.workspace
     parts = [f"{report.will_send:,} will be sent"]
