@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from notify import pipeline, reports
+from notify import pipeline, progress, reports
 from notify import status as standing
 from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
@@ -292,32 +292,38 @@ def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:
 
 def _send_with_progress(plan: pipeline.SendPlan) -> None:
     counts = dict.fromkeys(State, 0)
-    started = time.monotonic()
+    rate = progress.SendRate()
+    total = len(plan.to_send)
 
     def describe(_: object) -> str:
-        rate = sum(counts.values()) / max(time.monotonic() - started, 1e-3)
-        doubt = f" in doubt {counts[State.SENDING]}" if counts[State.SENDING] else ""
-        return (
-            f"accepted {counts[State.ACCEPTED]} deferred {counts[State.DEFERRED]} "
-            f"refused {counts[State.REFUSED]}{doubt}  {rate:,.0f}/s"
+        return progress.progress_text(
+            accepted=counts[State.ACCEPTED],
+            deferred=counts[State.DEFERRED],
+            refused=counts[State.REFUSED],
+            in_doubt=counts[State.SENDING],
+            rate=rate.rate,
+            eta=rate.eta(total - rate.done),
         )
 
+    started = time.monotonic()
     with click.progressbar(
-        length=len(plan.to_send),
+        length=total,
         label="Sending",
         file=sys.stderr,
         show_pos=True,
+        show_eta=False,  # Click's counts from the bar's start; ours from the measured rate
         item_show_func=describe,
     ) as bar:
 
         def on_outcome(outcome: Outcome) -> None:
             counts[outcome.state] += 1
+            rate.tick()
             bar.update(1, outcome)
 
         result = pipeline.send(plan, on_outcome=on_outcome)
     s = result.summary
     elapsed = time.monotonic() - started
-    click.echo(f"Sent: {outcome_counts(s)}. ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)")
+    click.echo(progress.summary_text(outcome_counts(s), attempted=s.attempted, elapsed=elapsed))
     if result.undelivered:
         _print_undelivered(plan.incident.incident_id, result.undelivered)
     sys.exit(exit_status(undelivered=len(result.undelivered)))
