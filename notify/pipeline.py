@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from notify import reports, schedule, sending
+from notify import references, reports, schedule, sending
 from notify.delivery import ListSource, NoRecord, deliver
 from notify.errors import RenderError
 from notify.incident import Incident, fingerprints, load_incident, registration
@@ -24,7 +24,7 @@ from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
 from notify.transports.redirect import RedirectTransport
 from notify.transports.sizes import SizeLimited, require_fits
-from notify.transports.smtp import SmtpTransport
+from notify.transports.smtp import RelayOffer, SmtpTransport, probe
 from notify.workspace import Context
 
 RESENDABLE = (State.PENDING, State.SENDING, State.DEFERRED)  # what a re-run sends again
@@ -42,6 +42,9 @@ class CheckReport:
     rejects_file: Path
     lookalikes_file: Path
     review_file: Path
+    will_send: int = 0  # recipients a send would mail now
+    changed: list[str] = field(default_factory=list)  # "templates", "data" since the first send
+    relay: RelayOffer | None = None  # None: the relay was not opened (--offline)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +59,16 @@ class CheckReport:
     @property
     def warnings(self) -> list[str]:
         return self.incident.warnings
+
+    @property
+    def held_back(self) -> int:
+        """Rows held back for a likely typo domain, listed in the review file."""
+        return self.rejected_by_reason.get(RejectKind.TYPO_DOMAIN, 0)
+
+    @property
+    def rejected(self) -> int:
+        """Rows that cannot be sent to at all (no or no valid address)."""
+        return sum(self.rejected_by_reason.values()) - self.held_back
 
     @property
     def review_by_kind(self) -> dict[str, int]:
@@ -84,6 +97,7 @@ class SendResult:
     summary: RunSummary
     undelivered: list[Undelivered] = field(default_factory=list)
     preview_dir: Path | None = None
+    report: CheckReport | None = None  # the check the run started with
 
 
 def check(
@@ -93,14 +107,22 @@ def check(
     allow_typo_domains: bool = False,
     render: bool = True,
     spool: bool = False,
+    relay: bool = False,
 ) -> CheckReport:
     """Load, clean and render every message; send nothing; write rejects, look-alikes and
     the addresses to review. `render=False` is for a caller that renders every message
     itself before anything leaves (preview, which writes them in the same pass).
-    `spool=True` also builds every message and keeps it in `incident.spool`, for a send."""
+    `spool=True` also builds every message and keeps it in `incident.spool`, for a send.
+    `relay=True` also opens the relay once (nothing sent) and says what it offers."""
     incident = load_incident(context, incident_id, allow_typo_domains=allow_typo_domains)
-    problems: list[str] = []
-    if render:
+    manifest = incident.manifest
+    problems = references.unmapped_fields(
+        incident.templates.folder,
+        label=f"templates/{manifest.template}",
+        customer=manifest.columns,
+        items=manifest.items,
+    )
+    if render and not problems:
         if spool:
             incident.spool = Spool(
                 len(incident.cleaned.recipients), context.workspace.incident_dir(incident_id)
@@ -114,10 +136,14 @@ def check(
         problems.insert(0, f"no valid recipient in the export; see {rejects} for why each was")
     states: dict[str, State] = {}
     suppressed: dict[str, str] = {}
+    changed: list[str] = []
     if incident.ledger_exists():
         ledger = incident.open_ledger()
         states = ledger.states(incident_id)
         suppressed = store.suppressed(ledger, [r.key for r in incident.cleaned.recipients])
+        if states:
+            templates, data = fingerprints(incident)
+            changed = ledger.fingerprint_changes(incident_id, templates=templates, data=data)
     folder = context.workspace.incident_dir(incident_id)
     folder.mkdir(parents=True, exist_ok=True)
     rejects_file, lookalikes_file = folder / "rejects.csv", folder / "lookalikes.csv"
@@ -134,6 +160,13 @@ def check(
         rejects_file=rejects_file,
         lookalikes_file=lookalikes_file,
         review_file=review_file,
+        will_send=sum(
+            1
+            for r in incident.cleaned.recipients
+            if r.key not in suppressed and states.get(r.key, State.PENDING) in RESENDABLE
+        ),
+        changed=changed,
+        relay=probe(context.settings) if relay and not problems else None,
     )
 
 
@@ -171,7 +204,7 @@ def preview(
     if problems:
         writer.discard()
         raise summarise_problems(problems)
-    return SendResult(summary, preview_dir=target)
+    return SendResult(summary, preview_dir=target, report=report)
 
 
 def plan_send(

@@ -30,7 +30,7 @@ BODY = "templates/apology/body.txt.j2"
 AGAIN = "export the affected customers again"
 AS_CSV = "export the affected customers again as CSV and check [source] path"
 SEND = ("send", "--incident", "42", "--yes")
-CHECK = ("check", "--incident", "42")
+CHECK = ("check", "--offline", "--incident", "42")
 STOPPED = "1 problem(s) stop the send; nothing was sent. First: "
 ANN = "ann@example.com (data/affected.csv row 2): "
 
@@ -345,9 +345,9 @@ TEMPLATES = [
          {BODY: "{% for item in items %}\n{{ item.order_id }}\n"}),
     Case("unknown filter", CHECK, 3, "templates/apology/body.txt.j2 line 1: No filter named "
          "'shout'.; fix the template", {BODY: "Dear {{ customer.name | shout }},\n"}),
-    Case("field no column maps", SEND, 3, f"{STOPPED}{ANN}body.txt.j2 line 1: 'dict object' has "
-         "no attribute 'account'; map the column in [columns] or give the template a | "
-         "default(...)", {BODY: "Account {{ customer.account }}\n",
+    Case("field no column maps", SEND, 3, f"{STOPPED}templates/apology/body.txt.j2 line 1: "
+         "customer.account is not a field any column maps; mapped fields: email, name, phone; fix "
+         "the template or [columns]", {BODY: "Account {{ customer.account }}\n",
                           EXPORT: export(ROW)}),
     Case("incident fact missing", CHECK, 3, f"{STOPPED}{ANN}body.txt.j2 line 2: the incident has "
          "no fact 'refund_etaa'; add it under [facts] in incidents/42.toml, or fix the name in "

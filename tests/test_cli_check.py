@@ -20,7 +20,7 @@ def test_check_prints_the_numbers_and_writes_rejects_and_lookalikes(workspace, r
             ["Nobody", "", "", "A-6", "6.00"],
         ]
     )
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "  rows read                   6" in lines
@@ -30,7 +30,10 @@ def test_check_prints_the_numbers_and_writes_rejects_and_lookalikes(workspace, r
     assert "  duplicates merged           1" in lines
     assert "  look-alikes                 1" in lines
     assert "  recipients                  3" in lines
-    assert lines[-1] == "All good. Next: notify send --incident 42 --dry-run"
+    assert lines[-2:] == [
+        "3 will be sent; 2 rejected — see .notify/incident-42/rejects.csv",
+        "Next: notify send --incident 42 --dry-run",
+    ]
     rejects = list(
         csv.DictReader(
             (workspace.root / ".notify/incident-42/rejects.csv").open(encoding="utf-8-sig")
@@ -54,7 +57,7 @@ def test_check_prints_the_numbers_and_writes_rejects_and_lookalikes(workspace, r
 
 def test_check_fails_when_a_template_needs_a_field_a_recipient_lacks(workspace, run_cli):
     workspace.write("templates/apology/body.txt.j2", "Call us on {{ customer.phone }}\n")
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 3
     assert (
         "Error: 2 problem(s) stop the send; nothing was sent. First: bob@example.com "
@@ -64,7 +67,7 @@ def test_check_fails_when_a_template_needs_a_field_a_recipient_lacks(workspace, 
 
 
 def test_missing_manifest_names_the_known_incidents(workspace, run_cli):
-    result = run_cli(workspace, "check", "--incident", "43")
+    result = run_cli(workspace, "check", "--offline", "--incident", "43")
     assert result.exit_code == 3
     assert result.output.strip() == (
         "Error: incidents/43.toml not found; known incidents: 42; check --incident"
@@ -73,7 +76,7 @@ def test_missing_manifest_names_the_known_incidents(workspace, run_cli):
 
 def test_unknown_template_lists_the_known_ones(workspace, run_cli):
     workspace.write("incidents/42.toml", DEFAULT_MANIFEST.replace('"apology"', '"apologie"'))
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 3
     assert result.output.strip() == (
         "Error: template folder templates/apologie not found; known templates: apology, "
@@ -83,7 +86,7 @@ def test_unknown_template_lists_the_known_ones(workspace, run_cli):
 
 def test_a_mapped_column_the_export_lacks_names_the_closest(workspace, run_cli):
     workspace.write("incidents/42.toml", DEFAULT_MANIFEST.replace('"Customer"', '"Custmer"'))
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 3
     assert result.output.strip() == (
         "Error: incidents/42.toml [columns] name = 'Custmer': the export has no such column; "
@@ -93,7 +96,7 @@ def test_a_mapped_column_the_export_lacks_names_the_closest(workspace, run_cli):
 
 def test_an_empty_export_is_an_error(workspace, run_cli):
     workspace.rows([])
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 3
     assert result.output.startswith("Error: ")
     assert "data/affected.csv" in result.output
@@ -103,7 +106,7 @@ def test_an_empty_export_is_an_error(workspace, run_cli):
 def test_an_unreadable_export_is_one_line(workspace, run_cli):
     (workspace.root / "data" / "affected.csv").unlink()
     (workspace.root / "data" / "affected.csv").mkdir()
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 3
     assert result.output.startswith("Error: data/affected.csv")
     assert len(result.output.strip().splitlines()) == 1
@@ -123,7 +126,7 @@ def test_typo_domains_are_held_back_and_role_addresses_listed(workspace, run_cli
             ["Kim Lee", "kim@example.org", "", "A-3", "3.00"],
         ]
     )
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "    likely typo domain        1" in lines
@@ -131,6 +134,10 @@ def test_typo_domains_are_held_back_and_role_addresses_listed(workspace, run_cli
     assert "    role address              1" in lines
     assert "    typo domain               1" in lines
     assert "  recipients                  2" in lines
+    assert lines[-2] == (
+        "2 will be sent; 1 held back (typo domain) — see .notify/incident-42/review.csv"
+    )
+    assert "All good" not in result.output
     review = list(
         csv.DictReader(
             (workspace.root / ".notify/incident-42/review.csv").open(encoding="utf-8-sig")
@@ -145,10 +152,10 @@ def test_typo_domains_are_held_back_and_role_addresses_listed(workspace, run_cli
 
 def test_allow_typo_domains_sends_to_them_and_still_lists_them(workspace, run_cli):
     workspace.rows([["Mary Major", "mary@gmial.com", "", "A-1", "1.00"]])
-    held = run_cli(workspace, "check", "--incident", "42")
+    held = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert held.exit_code == 3
     assert "no valid recipient" in held.output
-    allowed = run_cli(workspace, "check", "--incident", "42", "--allow-typo-domains")
+    allowed = run_cli(workspace, "check", "--offline", "--incident", "42", "--allow-typo-domains")
     assert allowed.exit_code == 0, allowed.output
     assert "  recipients                  1" in allowed.output.splitlines()
     review = list(
@@ -170,7 +177,7 @@ def test_rows_read_as_windows_1252_and_bidi_controls_are_named_with_their_rows(w
         + b"Bob,bob@example.com,,A-4,4\n"
         + "Renée,renee@example.com,,A-5,5\n".encode("cp1252"),
     )
-    result = run_cli(workspace, "check", "--incident", "42")
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "  addresses to review         3" in lines
@@ -191,3 +198,113 @@ def test_rows_read_as_windows_1252_and_bidi_controls_are_named_with_their_rows(w
         ("renee@example.com", "not UTF-8", "6"),
         ("ann@example.com", "bidi control", "4"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (
+            'Dear {{ customer.nmae | default("customer") }},\n',
+            "templates/apology/body.txt.j2 line 1: customer.nmae is not a field any column maps; "
+            "closest mapped field: customer.name; fix the template or [columns]",
+        ),
+        (
+            "Hi\n{% for item in items | sort(attribute='amount') %}{{ item['amout'] | upper }}"
+            "{% endfor %}\n",
+            "templates/apology/body.txt.j2 line 2: item.amout is not a field any column maps; "
+            "closest mapped field: item.amount; fix the template or [group] items",
+        ),
+    ],
+)
+def test_a_template_field_no_column_maps_stops_the_check(workspace, run_cli, template, expected):
+    workspace.write("templates/apology/body.txt.j2", template)
+    result = run_cli(workspace, "check", "--offline", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == (
+        f"Error: 1 problem(s) stop the send; nothing was sent. First: {expected}"
+    )
+
+
+def test_check_opens_the_relay_and_sends_nothing(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"Relay: 127.0.0.1:{smtp_server.port} (none, no login): no PIPELINING, SMTPUTF8, "
+        "SIZE 33,554,432 bytes; nothing was sent"
+    ) in result.output.splitlines()
+    assert result.output.splitlines()[-2] == "3 will be sent"
+    assert smtp_server.connections == 1
+    assert not any(c.startswith(("MAIL", "RCPT", "DATA")) for c in smtp_server.commands)
+    assert smtp_server.messages == []
+
+
+def test_check_without_a_relay_host_says_so_unless_offline(workspace, run_cli):
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == (
+        "Error: NOTIFY_SMTP_HOST is not set; put NOTIFY_SMTP_HOST=smtp.example.com in .env"
+    )
+    assert run_cli(workspace, "check", "--incident", "42", "--offline").exit_code == 0
+
+
+def test_check_stops_on_a_relay_it_cannot_reach(workspace, run_cli, unused_port):
+    workspace.env(smtp_host="127.0.0.1", smtp_port=unused_port, smtp_security="none")
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 4
+    last = result.output.splitlines()[-1]
+    assert last.startswith(f"Error: cannot talk to the relay at 127.0.0.1:{unused_port} (")
+    assert last.endswith(
+        "check NOTIFY_SMTP_HOST, NOTIFY_SMTP_PORT and NOTIFY_SMTP_SECURITY in .env"
+    )
+
+
+def test_check_stops_on_a_refused_login(workspace, run_cli, smtp_starttls_server, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_starttls_server.ca_file))
+    workspace.env(
+        smtp_host="localhost",
+        smtp_port=smtp_starttls_server.port,
+        smtp_user="notify",
+        smtp_password="wrong-password",
+    )
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 4
+    last = result.output.splitlines()[-1]
+    assert last.startswith(
+        f"Error: localhost:{smtp_starttls_server.port} refused the login for notify (535"
+    )
+    assert last.endswith("check NOTIFY_SMTP_USER and NOTIFY_SMTP_PASSWORD in .env")
+    assert "wrong-password" not in result.output
+
+
+def test_check_says_when_templates_changed_since_the_first_send(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    assert run_cli(workspace, "send", "--incident", "42", "--yes", "--limit", "1").exit_code == 0
+    workspace.write("templates/apology/subject.j2", "Sorry again, {{ customer.name }}\n")
+    result = run_cli(workspace, "check", "--incident", "42", "--offline")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert (
+        "Changed since the first send: templates; a send refuses to mix two versions: restore "
+        "them, or send with --accept-changes"
+    ) in lines
+    assert lines[-2] == "2 will be sent; 1 already sent"
+
+
+def test_dry_run_prints_the_numbers_of_a_send(workspace, run_cli, tmp_path):
+    workspace.rows(
+        [
+            ["Mary Major", "mary@gmial.com", "", "A-1", "1.00"],
+            ["Kim Lee", "kim@example.org", "", "A-3", "3.00"],
+            ["Nobody", "", "", "A-6", "6.00"],
+        ]
+    )
+    result = run_cli(
+        workspace, "send", "--incident", "42", "--dry-run", "--preview-dir", str(tmp_path / "p")
+    )
+    assert result.exit_code == 0, result.output
+    assert "  recipients                  1" in result.output.splitlines()
+    assert (
+        "1 will be sent; 1 held back (typo domain) — see .notify/incident-42/review.csv; "
+        "1 rejected — see .notify/incident-42/rejects.csv"
+    ) in result.output.splitlines()

@@ -54,7 +54,7 @@ def test_send_delivers_one_message_per_recipient(workspace, run_cli, smtp_server
     workspace.smtp(smtp_server)
     result = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert result.exit_code == 0, result.output
-    assert "Sent: 3 accepted, 0 deferred, 0 refused. (" in result.output
+    assert "Sent: 3 accepted, 0 deferred, 0 refused in " in result.output
     received = {m.rcpt_tos[0]: m for m in smtp_server.messages}
     assert sorted(received) == ["ann@example.com", "bob@example.com", "zoe@example.org"]
     assert smtp_server.connections == 3  # work spreads over every connection from the start
@@ -167,7 +167,7 @@ def test_permanent_and_temporary_refusals_exit_1_with_who(workspace, run_cli, sm
     )
     result = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert result.exit_code == 1
-    assert "Sent: 1 accepted, 1 deferred, 1 refused. (" in result.output
+    assert "Sent: 1 accepted, 1 deferred, 1 refused in " in result.output
     assert "row 3: fail-550@example.com: refused 5.1.1" in result.output
     assert "row 4: fail-451@example.com: deferred 4.3.0" in result.output
     status = run_cli(workspace, "status", "--incident", "42", "--json")
@@ -282,7 +282,7 @@ def test_in_doubt_is_shown_and_settled_by_the_next_run(workspace, run_cli, smtp_
     smtp_server.drop_next(1, at="data")
     first = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert first.exit_code == 1
-    assert "Sent: 2 accepted, 0 deferred, 0 refused, 1 in doubt." in first.output
+    assert "Sent: 2 accepted, 0 deferred, 0 refused, 1 in doubt in " in first.output
     assert "row 2: ann@example.com: in doubt connection lost after the message was sent" in (
         first.output
     )

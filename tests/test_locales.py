@@ -94,7 +94,7 @@ def test_each_customer_reads_their_language_and_their_formats(languages, run_cli
 
 
 def test_check_counts_and_lists_the_fallbacks(languages, run_cli):
-    result = run_cli(languages, "check", "--incident", "42")
+    result = run_cli(languages, "check", "--incident", "42", "--offline")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "  language fallbacks          2" in lines
@@ -141,7 +141,7 @@ def test_a_value_that_cannot_be_formatted_stops_the_check_with_its_row(
     rows = [list(row) for row in ROWS]
     rows[1][column] = cell
     languages.rows(rows, header=HEADER)
-    result = run_cli(languages, "check", "--incident", "42")
+    result = run_cli(languages, "check", "--incident", "42", "--offline")
     assert result.exit_code == 3
     template = "subject.j2 line 1" if column != 6 else "body.txt.j2 line 1"
     assert result.stderr.strip() == (

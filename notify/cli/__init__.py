@@ -1,6 +1,6 @@
 """The `notify` command: the group, one translation of errors into exit codes, `main`.
 
-Commands live beside this file by stage (send.py: check, send, status, ledger;
+Commands live beside this file by stage (new.py: new; send.py: check, send, status, ledger;
 followup.py: bounces, resend, report, schedule, suppressions). Each parses options,
 calls one verb and prints; none decides an exit code of its own beyond asking
 `errors.exit_status`.
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from notify import __version__
-from notify.cli import followup, send
+from notify.cli import followup, new, send
 from notify.cli.options import CONTEXT_SETTINGS
 from notify.errors import EXIT_INTERRUPTED, NotifyError
 
@@ -38,7 +38,7 @@ def cli() -> None:
     """Tell every customer hit by an incident, personally, correctly, once, and fast."""
 
 
-for command in [*send.COMMANDS, *followup.COMMANDS]:
+for command in [*new.COMMANDS, *send.COMMANDS, *followup.COMMANDS]:
     cli.add_command(command)
 
 

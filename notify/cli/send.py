@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from notify import pipeline, reports
+from notify import pipeline, progress, reports
 from notify import status as standing
 from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
@@ -23,19 +23,24 @@ from notify.cli.options import (
 )
 from notify.errors import ConfirmationError, exit_status
 from notify.models import Outcome, State, Undelivered
+from notify.transports.smtp import RelayOffer
 
 
 @click.command()
 @incident_option
 @workspace_option
 @typo_domains_option
-def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool) -> None:
-    """Load, clean and render every message; send nothing; print the numbers."""
+@click.option("--offline", is_flag=True, help="Do not open the relay (no network at all).")
+def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool, offline: bool) -> None:
+    """Load, clean and render every message, open the relay; send nothing; print the numbers."""
     context = open_context(workspace_dir)
-    report = pipeline.check(context, incident_id, allow_typo_domains=allow_typo_domains)
-    _print_check(report)
+    report = pipeline.check(
+        context, incident_id, allow_typo_domains=allow_typo_domains, relay=not offline
+    )
+    print_check(report)
     pipeline.require_ok(report)
-    click.echo(f"\nAll good. Next: notify send --incident {incident_id} --dry-run")
+    click.echo(f"\n{outlook(report)}")
+    click.echo(f"Next: notify send --incident {incident_id} --dry-run")
 
 
 @click.command()
@@ -79,7 +84,9 @@ def send(
             limit=limit,
             allow_typo_domains=allow_typo_domains,
         )
-        assert result.preview_dir is not None
+        assert result.preview_dir is not None and result.report is not None
+        print_check(result.report)
+        click.echo(f"\n{outlook(result.report)}")
         click.echo(f"Wrote {result.summary.attempted} preview(s) to {result.preview_dir}/")
         click.echo(f"Open {result.preview_dir / 'index.html'} to browse them.")
         click.echo(f"Next: notify send --incident {incident_id} --to you@your.domain (a test send)")
@@ -105,7 +112,7 @@ def send(
         accept_changes=accept_changes,
         allow_typo_domains=allow_typo_domains,
     )
-    _print_check(plan.report)
+    print_check(plan.report)
     if not plan.to_send and not plan.undelivered:
         click.echo("\nNothing to send: everyone has been sent to already.")
         return
@@ -202,7 +209,8 @@ def ledger_copy(workspace_dir: Path, target: str) -> None:
     click.echo(f"Copied {copied} row(s) into {where}. Next: point NOTIFY_LEDGER there in .env")
 
 
-def _print_check(report: pipeline.CheckReport) -> None:
+def print_check(report: pipeline.CheckReport) -> None:
+    """The check's numbers, the files that list rows to look at, changes and the relay."""
     incident = report.incident
     cleaned = incident.cleaned
     click.echo(f"Incident {incident.incident_id}: {incident.manifest.title}")
@@ -228,6 +236,42 @@ def _print_check(report: pipeline.CheckReport) -> None:
         click.echo(f"Addresses to review: {workspace.relative(report.review_file)}")
     for line in reports.flagged_rows(cleaned.review):
         click.echo(line)
+    if report.changed:
+        click.echo(
+            f"Changed since the first send: {' and '.join(report.changed)}; a send refuses "
+            "to mix two versions: restore them, or send with --accept-changes"
+        )
+    if report.relay is not None:
+        click.echo(f"Relay: {_relay_line(report.relay)}")
+
+
+def _relay_line(offer: RelayOffer) -> str:
+    """What the relay offers, in one line: where, how secured, and the extensions that matter."""
+    login = "logged in" if offer.logged_in else "no login"
+    size = f"SIZE {offer.size_limit:,} bytes" if offer.size_limit else "no SIZE limit named"
+    offers = [
+        "PIPELINING" if offer.pipelining else "no PIPELINING",
+        "SMTPUTF8" if offer.smtputf8 else "no SMTPUTF8",
+        size,
+    ]
+    return f"{offer.where} ({offer.security}, {login}): {', '.join(offers)}; nothing was sent"
+
+
+def outlook(report: pipeline.CheckReport) -> str:
+    """Exactly what a send would do now, and where the rows it would not mail are listed."""
+    workspace = report.incident.workspace
+    parts = [f"{report.will_send:,} will be sent"]
+    if report.held_back:
+        review = workspace.relative(report.review_file)
+        parts.append(f"{report.held_back:,} held back (typo domain) — see {review}")
+    if report.rejected:
+        rejects = workspace.relative(report.rejects_file)
+        parts.append(f"{report.rejected:,} rejected — see {rejects}")
+    if report.suppressed:
+        parts.append(f"{report.suppressed:,} suppressed")
+    if report.already_sent:
+        parts.append(f"{report.already_sent:,} already sent")
+    return "; ".join(parts)
 
 
 def _print_content(report: pipeline.CheckReport) -> None:
@@ -273,32 +317,38 @@ def _confirmed(plan: pipeline.SendPlan, yes: bool) -> bool:
 
 def _send_with_progress(plan: pipeline.SendPlan) -> None:
     counts = dict.fromkeys(State, 0)
-    started = time.monotonic()
+    rate = progress.SendRate()
+    total = len(plan.to_send)
 
     def describe(_: object) -> str:
-        rate = sum(counts.values()) / max(time.monotonic() - started, 1e-3)
-        doubt = f" in doubt {counts[State.SENDING]}" if counts[State.SENDING] else ""
-        return (
-            f"accepted {counts[State.ACCEPTED]} deferred {counts[State.DEFERRED]} "
-            f"refused {counts[State.REFUSED]}{doubt}  {rate:,.0f}/s"
+        return progress.progress_text(
+            accepted=counts[State.ACCEPTED],
+            deferred=counts[State.DEFERRED],
+            refused=counts[State.REFUSED],
+            in_doubt=counts[State.SENDING],
+            rate=rate.rate,
+            eta=rate.eta(total - rate.done),
         )
 
+    started = time.monotonic()
     with click.progressbar(
-        length=len(plan.to_send),
+        length=total,
         label="Sending",
         file=sys.stderr,
         show_pos=True,
+        show_eta=False,  # Click's counts from the bar's start; ours from the measured rate
         item_show_func=describe,
     ) as bar:
 
         def on_outcome(outcome: Outcome) -> None:
             counts[outcome.state] += 1
+            rate.tick()
             bar.update(1, outcome)
 
         result = pipeline.send(plan, on_outcome=on_outcome)
     s = result.summary
     elapsed = time.monotonic() - started
-    click.echo(f"Sent: {outcome_counts(s)}. ({s.attempted / max(elapsed, 1e-3):,.0f} messages/s)")
+    click.echo(progress.summary_text(outcome_counts(s), attempted=s.attempted, elapsed=elapsed))
     if result.undelivered:
         _print_undelivered(plan.incident.incident_id, result.undelivered)
     sys.exit(exit_status(undelivered=len(result.undelivered)))

@@ -308,6 +308,18 @@ class Ledger:
                     "two versions: restore them, or pass --accept-changes to go on with these"
                 )
 
+    def fingerprint_changes(self, incident_id: str, *, templates: str, data: str) -> list[str]:
+        """What differs from the incident's first send ("templates", "data"); records nothing."""
+        table = fingerprints_table
+        with self.engine.connect() as connection:
+            recorded = connection.execute(
+                sa.select(table).where(table.c.incident_id == incident_id)
+            ).one_or_none()
+        if recorded is None:
+            return []
+        current = {"templates": templates, "data": data}
+        return [what for what in ("templates", "data") if getattr(recorded, what) != current[what]]
+
     def hand_over(
         self, incident_id: str, keys: Sequence[str], *, holder: str | None = None
     ) -> list[str]:

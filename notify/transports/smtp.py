@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 
 from notify.compose import Outgoing
 from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
@@ -33,6 +34,37 @@ class _Envelope:
     def __init__(self, mail: bytes, rcpt: bytes, pipelined: bool) -> None:
         self.mail, self.rcpt, self.pipelined = mail, rcpt, pipelined
         self.failed = ""  # "mail", "rcpt" or "data"
+
+
+@dataclass(frozen=True)
+class RelayOffer:
+    """What the relay offers once connected, secured and logged in."""
+
+    where: str
+    security: str
+    logged_in: bool
+    pipelining: bool
+    smtputf8: bool
+    size_limit: int | None  # bytes; None when the relay names no limit
+
+
+def probe(settings: Settings) -> RelayOffer:
+    """Open one connection (EHLO, STARTTLS or TLS, AUTH), send nothing, close it, and say
+    what the relay offers; a relay that cannot be used raises its DeliveryError line."""
+    transport = SmtpTransport(settings)
+    connection = transport._connect()
+    try:
+        size = connection.esmtp_features.get("size", "").strip()
+        return RelayOffer(
+            where=f"{transport.host}:{transport.port}",
+            security=settings.smtp_security.value,
+            logged_in=bool(settings.smtp_user),
+            pipelining=connection.has_extn("pipelining"),
+            smtputf8=connection.has_extn("smtputf8"),
+            size_limit=int(size) if size.isdigit() and int(size) > 0 else None,
+        )
+    finally:
+        transport.close()
 
 
 class SmtpTransport:
