@@ -41,7 +41,7 @@ from notify.recovery import LedgerRecipient
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.senders import Sender
-from notify.settings import Settings, load_settings
+from notify.settings import Settings, load_settings, read_environment
 from notify.sources.load import load_sources
 from notify.transports.smtp import SmtpTransport
 from notify.workspace import Workspace
@@ -264,7 +264,10 @@ def report(workspace: Workspace, incident_id: str, environ: Mapping[str, str]) -
     manifest = load_manifest(workspace, incident_id)
     settings = load_settings(workspace, environ)
     frame = load_sources(
-        manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
+        manifest.sources,
+        root=workspace.root,
+        incident_id=incident_id,
+        environ=read_environment(workspace, environ),
     )
     where = workspace.relative(manifest.path)
     cleaned = clean(frame, columns=manifest.columns, items=manifest.items, where=where)

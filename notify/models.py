@@ -15,7 +15,7 @@ class SourceSpec:
     """One export named by the manifest's [source] (or one entry of [[source]])."""
 
     path: str | None = None  # relative to the workspace
-    url: str | None = None  # SQLAlchemy URL; ${VAR} read from the environment
+    url: str | None = None  # SQLAlchemy URL; ${VAR} read from .env or the environment
     query: str | None = None
     query_file: str | None = None
     encoding: str | None = None  # override detection

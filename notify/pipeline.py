@@ -35,7 +35,7 @@ from notify.messages.spool import Spool
 from notify.models import CleanResult, Outcome, Recipient, RunSummary, State
 from notify.rendering import Templates, incident_context, load_templates, render, summarise_problems
 from notify.senders import Sender
-from notify.settings import Settings, load_settings
+from notify.settings import Settings, load_settings, read_environment
 from notify.sources.load import load_sources
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
@@ -180,7 +180,10 @@ def load_incident(
     )
     cleaned = clean(  # handed straight over: cleaning frees the export once merged
         load_sources(
-            manifest.sources, root=workspace.root, incident_id=incident_id, environ=environ
+            manifest.sources,
+            root=workspace.root,
+            incident_id=incident_id,
+            environ=read_environment(workspace, environ),
         ),
         columns=manifest.columns,
         items=manifest.items,

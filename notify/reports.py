@@ -1,9 +1,9 @@
 """What an operator reads: the outcome report, and the files `check` writes beside it.
 
 The report lists every recipient's outcome, the unreachable first, with whatever else
-the export knows. Pure: rows in, rows out, then written as CSV or HTML. Someone will phone the people at
-the top of this list, so each row carries every column of the customer's export row
-(phone, account id) next to what happened and when.
+the export knows. Pure: rows in, rows out, then written as CSV or HTML. Someone will
+phone the people at the top of this list, so each row carries every column of the
+customer's export row (phone, account id) next to what happened and when.
 """
 
 from __future__ import annotations

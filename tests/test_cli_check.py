@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sqlite3
 
 import pytest
 
@@ -143,3 +144,56 @@ def test_allow_typo_domains_sends_to_them_and_still_lists_them(workspace, run_cl
     assert "  recipients                  1" in allowed.output.splitlines()
     review = list(csv.DictReader((workspace.root / ".notify/incident-42/review.csv").open()))
     assert review[0]["detail"] == "sent although it looks like gmail.com (--allow-typo-domains)"
+
+
+BROKEN_ENV = 'NOTIFY_SMTP_HOST=127.0.0.1\n# pacing\n\nNOTIFY_RATE="2\n'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--incident", "42"],
+        ["send", "--incident", "42", "--dry-run"],
+        ["send", "--incident", "42", "--yes"],
+        ["status", "--incident", "42"],
+        ["report", "--incident", "42"],
+    ],
+)
+def test_a_env_line_that_does_not_parse_stops_every_command(workspace, run_cli, command):
+    workspace.write(".env", BROKEN_ENV)
+    result = run_cli(workspace, *command)
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        'Error: .env line 4: the value of NOTIFY_RATE opens a quote (") that is never closed; '
+        "fix the line"
+    )
+
+
+def test_a_misspelt_setting_in_the_environment_stops_the_check(workspace, run_cli, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SMTP_HOTS", "relay.example")
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        "Error: NOTIFY_SMTP_HOTS in the environment is not a setting (did you mean "
+        "NOTIFY_SMTP_HOST?); unset it or fix the name"
+    )
+
+
+def test_a_source_url_reads_its_variables_from_env_too(workspace, run_cli):
+    with sqlite3.connect(workspace.root / "data" / "crm.db") as connection:
+        connection.execute(
+            'CREATE TABLE affected ("Customer", "Email Address", Phone, order_id, amount)'
+        )
+        connection.execute(
+            "INSERT INTO affected VALUES ('Ann Lee', 'ann@example.com', '', 'A-1', '9')"
+        )
+    workspace.write(
+        "incidents/42.toml",
+        DEFAULT_MANIFEST.replace(
+            'path = "data/affected.csv"', 'url = "${CRM_URL}"\nquery = "SELECT * FROM affected"'
+        ),
+    )
+    workspace.write(".env", "CRM_URL=sqlite:///data/crm.db\n")
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 0, result.output
+    assert "  recipients                  1" in result.output.splitlines()
