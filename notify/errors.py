@@ -6,7 +6,8 @@
     ├── SettingsError               a setting in .env or the environment is invalid
     ├── SourceError                 an export cannot be read (file, row, column)
     ├── RenderError                 templates failed for one or more recipients
-    │   └── HeaderError             a rendered header holds a line break or control char
+    │   ├── HeaderError             a rendered header holds a control character
+    │   └── RunawayError            a template ran past its time or size limit: stops at once
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
     ├── ConfirmationError           exit 2: sending needs --yes without a terminal
@@ -73,6 +74,11 @@ class RenderError(NotifyError):
 
 class HeaderError(RenderError):
     """A rendered header value would break the header block."""
+
+
+class RunawayError(RenderError):
+    """A template ran past its time or size limit. It would likely do so for every
+    recipient, a few seconds each, so the check stops at the first instead of listing all."""
 
 
 class LedgerError(NotifyError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+import time
 
 import pytest
 
+from notify import sandbox
 from tests.conftest import DEFAULT_MANIFEST
 
 
@@ -197,3 +199,55 @@ def test_a_source_url_reads_its_variables_from_env_too(workspace, run_cli):
     result = run_cli(workspace, "check", "--incident", "42")
     assert result.exit_code == 0, result.output
     assert "  recipients                  1" in result.output.splitlines()
+
+
+@pytest.mark.parametrize("command", [["check"], ["send", "--dry-run"]])
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        (
+            "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: access to attribute '__init__' of "
+            "'type' object is unsafe: templates cannot reach Python internals; fix the template "
+            "(and 2 more)",
+        ),
+        (
+            "{{ os.environ }}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: 'os' is undefined; map the column "
+            "in [columns] or give the template a | default(...) (and 2 more)",
+        ),
+        (
+            "{% for i in range(10**12) %}x{% endfor %}\n",
+            "Error: ann@example.com (data/affected.csv row 2): body.txt.j2 line 1: the template "
+            "asks range() for 1,000,000,000,000 items; it gives 10,000 at most; fix "
+            "templates/apology",
+        ),
+        (
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\n",
+            "Error: ann@example.com (data/affected.csv row 2): body.txt.j2 line 1: the template "
+            "ran past its limit of 0.5 s for one message (a loop that never ends?); fix "
+            "templates/apology",
+        ),
+        (
+            "{% include '../../etc/passwd' %}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: template '../../etc/passwd' not "
+            "found in templates/apology/; a template may include only templates of its own "
+            "folder (and 2 more)",
+        ),
+    ],
+)
+def test_a_hostile_template_stops_check_and_preview_with_one_line(
+    workspace, run_cli, monkeypatch, command, template, error
+):
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.5)
+    workspace.write("templates/apology/body.txt.j2", template)
+    started = time.monotonic()
+    result = run_cli(workspace, *command, "--incident", "42")
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == error
+    assert "uid=" not in result.output
+    assert not [path for path in workspace.root.glob("previews/**/*") if path.is_file()]

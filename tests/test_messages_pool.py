@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
-from notify import pipeline
+import pytest
+
+from notify import pipeline, sandbox
+from notify.errors import RunawayError
 from notify.messages import pool as workers
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
@@ -106,3 +110,26 @@ def test_workers_refuse_a_header_break_as_the_parent_does(workspace):
     assert len(problems) == 1
     assert problems[0].startswith("customer700@example.com (data/affected.csv row 702): the")
     assert "line break" in problems[0]
+
+
+def test_a_runaway_template_stops_the_check_at_once_in_the_workers(workspace, monkeypatch):
+    """The time limit holds in forked workers (no signal alarm there), and one runaway
+    stops the check instead of costing its time limit for every recipient."""
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.3)
+    workspace.rows(make_rows(1100))
+    workspace.write(
+        "templates/apology/body.txt.j2",
+        "Dear {{ customer.name }},\n"
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\n",
+    )
+    incident = load(workspace)
+    started = time.monotonic()
+    with RenderPool(incident, processes=2) as parallel, pytest.raises(RunawayError) as caught:
+        parallel.problems()
+    assert time.monotonic() - started < 10
+    assert re.fullmatch(
+        r"customer\d+@example\.com \(data/affected\.csv row \d+\): body\.txt\.j2 line 2: the "
+        r"template ran past its limit of 0\.3 s for one message \(a loop that never ends\?\); "
+        r"fix templates/apology",
+        str(caught.value),
+    )
