@@ -45,10 +45,11 @@ class LookAlike:
 
 @dataclass(frozen=True)
 class Review:
-    """An address an operator should glance at: a typo domain, a role mailbox, SMTPUTF8."""
+    """An address an operator should glance at: a typo domain, a role mailbox, SMTPUTF8,
+    a line break folded out of a header."""
 
     email: str
-    kind: str  # "typo domain", "role address" or "SMTPUTF8"
+    kind: str  # "typo domain", "role address", "SMTPUTF8" or "line break"
     detail: str  # why, and whether it is sent or held back
     source: str
     row: int  # its first source row

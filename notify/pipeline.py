@@ -189,6 +189,7 @@ def load_incident(
         items=manifest.items,
         where=where,
         allow_typo_domains=allow_typo_domains,
+        header_fields=templates.header_fields,
     )
     composer = Composer(
         incident_id=incident_id, sender=sender, reply_to=reply_to, return_path=settings.return_path

@@ -17,6 +17,7 @@ from types import GeneratorType, TracebackType
 from typing import Any, cast
 
 import jinja2
+from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import new_context
 
@@ -36,6 +37,8 @@ class Templates:
     text: jinja2.Template
     html: jinja2.Template | None
     label: str = ""  # the folder as the operator knows it: templates/apology
+    # Fields whose values go into a header: the name (To) and what the subject reads.
+    header_fields: frozenset[str] = frozenset({"name"})
     # Each template's globals as one flat dict: Template.render copies them from a
     # ChainMap on every call, a third of the cost of a short message.
     flat_globals: dict[jinja2.Template, dict[str, Any]] = field(
@@ -88,7 +91,19 @@ def load_templates(folder: Path, *, label: str) -> Templates:
             raise WorkspaceError(f"{label}/{required} is missing; every template needs one")
     html = _compile(environment, HTML, label) if (folder / HTML).is_file() else None
     subject, text = _compile(environment, SUBJECT, label), _compile(environment, TEXT, label)
-    return Templates(folder, subject, text, html, label)
+    header_fields = _fields_read(environment, (folder / SUBJECT).read_text(encoding="utf-8"))
+    return Templates(folder, subject, text, html, label, header_fields | {"name"})
+
+
+def _fields_read(environment: jinja2.Environment, source: str) -> frozenset[str]:
+    """Every name a template reads as a field (customer.x, item.x, x['y'],
+    map(attribute='y')): more than the fields, never fewer."""
+    tree = environment.parse(source)
+    names = {node.attr for node in tree.find_all(nodes.Getattr)}
+    keys = [node.arg for node in tree.find_all(nodes.Getitem)]
+    keys += [k.value for k in tree.find_all(nodes.Keyword) if k.key == "attribute"]
+    names.update(k.value for k in keys if isinstance(k, nodes.Const) and isinstance(k.value, str))
+    return frozenset(names)
 
 
 @functools.cache

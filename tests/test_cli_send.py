@@ -317,3 +317,20 @@ def test_a_unicode_address_without_smtputf8_is_held_not_sent_and_not_suppressed(
     )
     listed = run_cli(workspace, "suppressions", "list")
     assert listed.output.strip() == "0 suppressed address(es)."
+
+
+def test_a_very_long_name_goes_out_in_folded_header_lines(workspace, run_cli, smtp_server):
+    """A 1,200-character name once made a 1,221-octet To line, and the relay refused it."""
+    workspace.smtp(smtp_server)
+    long_name = "Ann-Marie " * 120
+    workspace.rows([[long_name, "ann@example.com", "", "A-1", "1.00"]])
+    workspace.write("templates/apology/subject.j2", "Sorry {{ customer.name }}\n")
+    assert run_cli(workspace, "check", "--incident", "42").exit_code == 0
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    (received,) = smtp_server.messages
+    head = received.data[: received.data.index(b"\r\n\r\n")]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    message = parse(received.data)
+    assert message["To"].addresses[0].display_name == long_name.strip()
+    assert message["Subject"] == f"Sorry {long_name.strip()}"

@@ -380,8 +380,7 @@ def test_a_huge_range_is_refused_with_its_line(make_templates: MakeTemplates) ->
         "{% macro m(n) %}{% for i in range(100) %}{{ m(n - 1) if n else '' }}{% endfor %}"
         "{% endmacro %}{{ m(30) }}",
         "{% for x in [40, 40] recursive %}{{ loop([x - 1, x - 1]) if x else '' }}{% endfor %}",
-        "{% for i in (range(10000)|list) * 100 %}{% for j in range(100) %}{% endfor %}"
-        "{% endfor %}",
+        "{% for i in (range(10000)|list) * 100 %}{% for j in range(100) %}{% endfor %}{% endfor %}",
     ],
 )
 def test_a_loop_that_runs_away_is_stopped_within_the_time_limit(
@@ -529,3 +528,15 @@ def test_a_legitimate_template_renders_as_plain_jinja_renders_it(
     )
     assert ours == expected
     assert "Total: 54.00 (49.00 + 5.00)" in ours
+
+
+def test_header_fields_are_the_name_and_what_the_subject_reads(
+    make_templates: MakeTemplates,
+) -> None:
+    templates = make_templates(
+        subject="{{ customer.company }} {{ customer['ref'] }} {{ items | map(attribute="
+        "'order_id') | join }} {{ incident.title }}\n",
+        text="{{ customer.phone }}\n",
+    )
+    assert {"name", "company", "ref", "order_id"} <= templates.header_fields
+    assert "phone" not in templates.header_fields
