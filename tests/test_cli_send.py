@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from email import message_from_bytes, policy
 
 from tests.conftest import make_rows
@@ -334,3 +335,33 @@ def test_a_very_long_name_goes_out_in_folded_header_lines(workspace, run_cli, sm
     message = parse(received.data)
     assert message["To"].addresses[0].display_name == long_name.strip()
     assert message["Subject"] == f"Sorry {long_name.strip()}"
+
+
+def test_a_relay_trickling_one_reply_costs_one_deadline_and_the_rest_is_sent(
+    workspace, run_cli, smtp_server, monkeypatch
+):
+    from notify.transports import smtp
+
+    monkeypatch.setattr(smtp, "MESSAGE_SECONDS", 1.0)
+    smtp_server.trickle_seconds = 0.2
+    workspace.smtp(smtp_server, connections="1")
+    workspace.rows(
+        [
+            ["Ann", "ann@example.com", "", "A-1", "1.00"],
+            ["Tom", "trickle@example.com", "", "A-2", "2.00"],
+            ["Bob", "bob@example.com", "", "A-3", "3.00"],
+        ]
+    )
+    started = time.monotonic()
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    assert "Sent: 2 accepted, 0 deferred, 0 refused, 1 in doubt." in result.output
+    assert (
+        "row 3: trickle@example.com: in doubt connection lost after the message was sent, "
+        "outcome unknown: no reply within the 1 s given to the message"
+    ) in result.output
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "ann@example.com",
+        "bob@example.com",
+    ]
