@@ -4,7 +4,8 @@ A template is code. Jinja's immutable sandbox keeps it away from Python internal
 `__globals__`, so no `os`, no environment, no password) and from changing what it is given;
 the loader keeps it inside its own folder. What the sandbox does not bound, this module
 does, without signals (render workers are threads or forked processes): the clock is read
-in every loop, call and filter; range() counts to MAX_RANGE; and no value a template
+in every loop, call, operator and filter that can grow a value; range() counts to
+MAX_RANGE; and no value a template
 builds, nor the message it writes, may pass MAX_CHARS. A single step that would pass it
 (a huge width, repetition, join or replace) is refused before it runs, since no clock can
 interrupt one long step inside C.
@@ -71,6 +72,7 @@ def start_message() -> None:
 
 
 def check_clock() -> None:
+    """Stop the message that ran past its TIME_LIMIT."""
     if time.monotonic() > _budget.deadline:
         raise Runaway(
             f"ran past its limit of {TIME_LIMIT:g} s for one message (a loop that never ends?)"
@@ -111,11 +113,11 @@ def bounded_concat(chunks: Iterable[str]) -> str:
 def concat_rest(text: str, chunks: Iterable[str]) -> str:
     """`text` and the rest of a long output (a loop's), counted every CHUNKS pieces."""
     parts, size = [text], len(text)
-    while block := list(islice(chunks, CHUNKS)):
+    while size <= MAX_CHARS and (block := list(islice(chunks, CHUNKS))):
         size += sum(map(len, block))
-        if size > MAX_CHARS:
-            raise Runaway(too_large(size))
         parts.append("".join(block))
+    if size > MAX_CHARS:
+        raise Runaway(too_large(size))
     return "".join(parts)
 
 
