@@ -2,6 +2,9 @@
 
 The Message-ID depends only on the incident and the recipient, so a message re-sent
 after a crash carries the same id and a receiving system can tell it is the same one.
+A line break or tab in a header value becomes one space, as a mail reader unfolding the
+header would show it; any other control character is refused. Headers are folded (RFC
+5322) and encoded (RFC 2047) so no line passes 78 characters where it can be folded.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ INCIDENT_HEADER = "X-Notify-Incident"
 # Control characters, and the Unicode line breaks that str.splitlines() (and so the email
 # package) treats as line ends: any of them in a header could start a new header.
 _UNSAFE_HEADER_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")  # a phrase that needs no quoting
-_FOLD_AT = 68  # "Subject: " + this stays under 78 characters
+# What a mail reader unfolds into a space: line breaks and tabs (a run of them, with the
+# spaces around it, is one space). The other control characters are refused.
+HEADER_BREAKS = re.compile(r" *[\r\n\t\u2028\u2029][ \r\n\t\u2028\u2029]*")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LINE = 78  # RFC 5322's line length, where a header can be folded to keep it
+_FOLD_AT = _LINE - len("Subject: ")  # a subject this short is one line as it is
 _WORD_BYTES = 42  # 42 bytes -> 56 base64 chars -> a 68-character encoded word
 # Text that looks like an RFC 2047 encoded word is itself encoded, or a mail reader would
 # decode it into whatever the export's author chose (line breaks included).
@@ -109,9 +117,14 @@ class Composer:
         self.reply_to = reply_to
         self.return_path = return_path
         self.domain = sender.domain
-        self._from_header = f"From: {format_address(sender.display_name, sender.addr_spec)}"
+        self._from_header = (
+            f"From: {format_address(sender.display_name, sender.addr_spec, header='From')}"
+        )
         self._reply_to_header = (
-            [f"Reply-To: {format_address(reply_to.display_name, reply_to.addr_spec)}"]
+            [
+                "Reply-To: "
+                + format_address(reply_to.display_name, reply_to.addr_spec, header="Reply-To")
+            ]
             if reply_to
             else []
         )
@@ -132,13 +145,13 @@ class Composer:
     def compose(self, rendered: Rendered, *, when: datetime | None = None) -> Outgoing:
         """One recipient's message, refusing any header value that could break the header."""
         recipient = rendered.recipient
-        name = self._checked_name(rendered)
+        name, subject = self._header_values(rendered)
         message_id = self.message_id(recipient.key)
         headers = [
             self._from_header,
-            f"To: {format_address(name, recipient.email)}",
+            f"To: {format_address(name, recipient.email, header='To')}",
             *self._reply_to_header,
-            f"Subject: {encode_unstructured(rendered.subject)}",
+            f"Subject: {encode_unstructured(subject)}",
             f"Date: {_date(when)}",
             f"Message-ID: {message_id}",
             "Auto-Submitted: auto-generated",
@@ -156,7 +169,7 @@ class Composer:
             message_id,
             data,
             recipient.first_row,
-            rendered.subject,
+            subject,
         )
         if not parts:
             return Outgoing(*built)
@@ -197,63 +210,97 @@ class Composer:
             row=recipient.first_row,
         )
 
-    def validate(self, rendered: Rendered) -> str:
+    def validate(self, rendered: Rendered) -> tuple[str, str]:
         """Refuse a header value that could break the header (Promise 4) and a file that
         cannot be attached, without building the message: all a check needs. Returns the
-        display name."""
-        name = self._checked_name(rendered)
+        display name and subject as they go into headers."""
+        values = self._header_values(rendered)
         if self.attachments is not None:
             self.attachments.check(rendered.recipient)
-        return name
+        return values
 
-    def _checked_name(self, rendered: Rendered) -> str:
+    def _header_values(self, rendered: Rendered) -> tuple[str, str]:
+        """The display name and subject with line breaks and tabs folded into a space;
+        refuses a control character that could break the header."""
         recipient = rendered.recipient
-        name = str(recipient.fields.get("name", ""))
-        for label, value in (("subject", rendered.subject), ("name", name)):
-            if _UNSAFE_HEADER_CHARS.search(value):
+        name, subject = str(recipient.fields.get("name", "")), rendered.subject
+        if name.isprintable() and subject.isprintable():  # nearly always: nothing to fold
+            return name, subject
+        values = header_text(name), header_text(subject)
+        for label, value, fix in zip(("name", "subject"), values, _FIXES, strict=True):
+            found = _CONTROL_CHARS.search(value)
+            if found:
                 raise HeaderError(
-                    f"{recipient.where()}: the {label} holds a line break or control "
-                    "character; remove it from the export (or the template)"
+                    f"{recipient.where()}: the {label} holds the control character "
+                    f"U+{ord(found[0]):04X}; {fix}"
                 )
-        return name
+        return values
 
     def _boundary(self, message_id: str) -> str:
         # '=' never survives quoted-printable encoding, so no body line can equal this.
         return f"=_notify_{hashlib.sha1(message_id.encode()).hexdigest()[:20]}=_"
 
 
-def format_address(name: str, address: str) -> str:
-    """A mailbox for a header: bare, a phrase, a quoted string, or RFC 2047 encoded words."""
+_FIXES = ("remove it from the export", "remove it from the export or the template")
+
+
+def header_text(value: str) -> str:
+    """A value as a mail reader shows it in a header: each run of line breaks and tabs
+    one space (the body keeps the value as it is)."""
+    if value.isprintable():  # nearly always: no line break, tab or control character
+        return value
+    return HEADER_BREAKS.sub(" ", value).strip(" ")
+
+
+def format_address(name: str, address: str, *, header: str) -> str:
+    """A mailbox for `header`: bare, a phrase, a quoted string, or RFC 2047 encoded words,
+    folded to RFC 5322's line length."""
     if not name:
         return address
-    if not name.isascii() or _ENCODED_WORD_START in name:
-        return f"{_encoded_words(name)} <{address}>"
-    if _ATOMS.fullmatch(name):
-        return f"{name} <{address}>"
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{quoted}" <{address}>'
+    indent = len(header) + 2  # "To: "
+    if name.isascii() and _ENCODED_WORD_START not in name:
+        if _ATOMS.fullmatch(name):
+            mailbox = f"{name} <{address}>"
+        else:
+            mailbox = '"{}" <{}>'.format(name.replace("\\", "\\\\").replace('"', '\\"'), address)
+        if indent + len(mailbox) <= _LINE:
+            return mailbox
+        folded, widest = _fold(indent, mailbox.split(" "))
+        if widest <= _LINE:
+            return folded
+    # Encoded words fold anywhere; the address, if long, is a line of its own.
+    return _fold(indent, [*_encoded_words(name), f"<{address}>"])[0]
 
 
 @functools.lru_cache(maxsize=1024)
 def encode_unstructured(value: str) -> str:
     """A Subject-like value, encoded and folded to RFC 5322's line length."""
-    if not value.isascii() or _ENCODED_WORD_START in value:
-        return _encoded_words(value)
-    if len(value) <= _FOLD_AT:
-        return value
-    lines, line = [], ""
-    for word in value.split(" "):  # fold at spaces: unfolding gives the same text back
-        candidate = f"{line} {word}" if line else word
-        if line and len(candidate) > _FOLD_AT:
-            lines.append(line)
-            line = word
+    if value.isascii() and _ENCODED_WORD_START not in value:
+        if len(value) <= _FOLD_AT:
+            return value
+        folded, widest = _fold(len("Subject: "), value.split(" "))
+        if widest <= _LINE:  # else a word too long for any line: encoded words
+            return folded
+    return _fold(len("Subject: "), _encoded_words(value))[0]
+
+
+def _fold(indent: int, pieces: list[str]) -> tuple[str, int]:
+    """The pieces joined by spaces, a space turned into CRLF + space wherever the line
+    would pass 78 characters (unfolding gives the text back), and the widest line."""
+    lines, width = [pieces[0]], indent + len(pieces[0])
+    widest = width
+    for piece in pieces[1:]:
+        if piece and width + 1 + len(piece) > _LINE:  # never a line of spaces only
+            lines.append(piece)
+            width = 1 + len(piece)
         else:
-            line = candidate
-    lines.append(line)
-    return "\r\n ".join(lines)
+            lines[-1] += " " + piece
+            width += 1 + len(piece)
+        widest = max(widest, width)
+    return "\r\n ".join(lines), widest
 
 
-def _encoded_words(text: str) -> str:
+def _encoded_words(text: str) -> list[str]:
     """Base64 encoded words (safe in a phrase, unlike Q), each under 76 characters."""
     words, chunk = [], b""
     for char in text:
@@ -263,7 +310,7 @@ def _encoded_words(text: str) -> str:
             chunk = b""
         chunk += encoded
     words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words]
 
 
 def _quoted_printable(text: str) -> bytes:

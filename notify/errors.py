@@ -6,9 +6,10 @@
     ├── SettingsError               a setting in .env or the environment is invalid
     ├── SourceError                 an export cannot be read (file, row, column)
     ├── RenderError                 templates failed for one or more recipients
-    │   ├── HeaderError             a rendered header holds a line break or control char
-    │   └── AttachmentError         an attachment is missing, unreadable, outside the
-    │                               workspace, or makes a message too big for the relay
+    │   ├── HeaderError             a rendered header holds a control character
+    │   ├── AttachmentError         an attachment is missing, unreadable, outside the
+    │   │                           workspace, or makes a message too big for the relay
+    │   └── RunawayError            a template ran past its time or size limit: stops at once
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
     ├── OutputError                 a report, preview or check file cannot be written (path)
@@ -87,6 +88,11 @@ class HeaderError(RenderError):
 
 class AttachmentError(RenderError):
     """A recipient's attachment cannot be sent: the file, or the message it makes."""
+
+
+class RunawayError(RenderError):
+    """A template ran past its time or size limit. It would likely do so for every
+    recipient, a few seconds each, so the check stops at the first instead of listing all."""
 
 
 class LedgerError(NotifyError):

@@ -141,6 +141,7 @@ def load_incident(
         items=attachments.with_item(manifest.columns, manifest.items),
         where=where,
         allow_typo_domains=allow_typo_domains,
+        header_fields=templates.header_fields,
     )
     composer = Composer(
         incident_id=incident_id,

@@ -17,7 +17,7 @@ class SourceSpec:
     """One export named by the manifest's [source] (or one entry of [[source]])."""
 
     path: str | None = None  # relative to the workspace
-    url: str | None = None  # SQLAlchemy URL; ${VAR} read from the environment
+    url: str | None = None  # SQLAlchemy URL; ${VAR} read from .env or the environment
     query: str | None = None
     query_file: str | None = None
     encoding: str | None = None  # override detection
@@ -60,10 +60,11 @@ class LookAlike:
 @dataclass(frozen=True)
 class Review:
     """An address or row an operator should glance at: a typo domain, a role mailbox,
-    SMTPUTF8, a line that was not UTF-8, a value holding bidirectional controls."""
+    SMTPUTF8, a line that was not UTF-8, a value holding bidirectional controls, a line
+    break folded out of a header."""
 
     email: str
-    kind: str  # "typo domain", "role address", "SMTPUTF8", "not UTF-8" or "bidi control"
+    kind: str  # typo domain, role address, SMTPUTF8, not UTF-8, bidi control, line break
     detail: str  # why, and whether it is sent or held back
     source: str
     row: int  # its first source row

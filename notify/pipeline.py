@@ -200,6 +200,7 @@ def preview(
             summary = deliver(ListSource(pool.outgoing_first(count)), lambda: writer, NoRecord())
             problems = pool.problems(start=count)
         except RenderError:
+            writer.discard()  # before the check, which may stop the run (a runaway template)
             problems = pool.problems()
     if problems:
         writer.discard()

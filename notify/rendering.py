@@ -2,41 +2,30 @@
 
 StrictUndefined makes a field a recipient lacks an error instead of an empty hole, and
 every error names the recipient and its source row, so a bad row is found before sending.
+Templates run in the sandbox (sandbox.py): a template that reaches for Python internals,
+a file outside its folder, or runs away, is an error with its line.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from types import GeneratorType, TracebackType
+from typing import Any, cast
 
 import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import new_context
 
-from notify import locales, markdown
-from notify.errors import RenderError, WorkspaceError
+from notify import locales, markdown, sandbox
+from notify.errors import RenderError, RunawayError, WorkspaceError
 from notify.models import Recipient, Rendered
 
 SUBJECT, TEXT, HTML = "subject.j2", "body.txt.j2", "body.html.j2"
-_DICT_ATTRIBUTES = frozenset(dir(dict))
-
-
-class _Environment(jinja2.Environment):
-    """Jinja's environment, with `customer.name` on a dict looked up as a key at once.
-
-    Jinja tries the attribute first and the key second, so every field read raised and
-    caught an AttributeError: a quarter of rendering. A dict's own attributes (`items`,
-    `keys`...) still win, exactly as in Jinja."""
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except (TypeError, LookupError):
-                return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
 
 
 @dataclass(frozen=True)
@@ -49,6 +38,9 @@ class Templates:
     html: jinja2.Template | None
     markdown: jinja2.Template | None = None  # body.md.j2, fields escaped: the HTML's source
     by_language: Callable[[Recipient], Templates] | None = None  # see locales.localised
+    label: str = ""  # the folder as the operator knows it: templates/apology
+    # Fields whose values go into a header: the name (To) and what the subject reads.
+    header_fields: frozenset[str] = frozenset({"name"})
     # Each template's globals as one flat dict: Template.render copies them from a
     # ChainMap on every call, a third of the cost of a short message.
     flat_globals: dict[jinja2.Template, dict[str, Any]] = field(
@@ -64,8 +56,20 @@ class Templates:
         context = new_context(
             environment, template.name, template.blocks, variables, False, flat, None
         )
+        output = cast(GeneratorType, template.root_render_func(context))
         try:
-            return environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+            # environment.concat (sandbox.bounded_concat) inlined: a call less per part.
+            text = "".join(islice(output, sandbox.CHUNKS))
+            if output.gi_frame is not None:  # more to come: a long output, counted as it goes
+                return sandbox.concat_rest(text, output)
+            if len(text) > sandbox.MAX_CHARS:
+                raise sandbox.Runaway(sandbox.too_large(len(text)))
+            return text
+        except sandbox.Runaway as exc:
+            if output.gi_frame is not None:  # stopped while writing: where it was
+                line = template.get_corresponding_lineno(output.gi_frame.f_lineno)
+                exc.place = f"{template.name} line {line}: "
+            environment.handle_exception()
         except Exception:
             environment.handle_exception()
 
@@ -77,10 +81,10 @@ def load_templates(folder: Path, *, label: str, locale: str | None = None) -> Te
         known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
         hint = f"known templates: {', '.join(known)}" if known else "create it"
         raise WorkspaceError(f"template folder {label} not found; {hint}, or fix template =")
-    environment = _Environment(
-        loader=jinja2.FileSystemLoader(folder),
+    environment = sandbox.SandboxEnvironment(
+        loader=sandbox.FolderLoader(folder),
         undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "html")),
+        autoescape=_autoescape,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -93,9 +97,28 @@ def load_templates(folder: Path, *, label: str, locale: str | None = None) -> Te
     if not (folder / TEXT).is_file():
         raise WorkspaceError(f"{label}/{TEXT} is missing; write it, or a {markdown.MARKDOWN}")
     html = _compile(environment, HTML, label) if (folder / HTML).is_file() else None
+    subject, text = _compile(environment, SUBJECT, label), _compile(environment, TEXT, label)
+    header_fields = _fields_read(environment, (folder / SUBJECT).read_text(encoding="utf-8"))
     return Templates(
-        folder, _compile(environment, SUBJECT, label), _compile(environment, TEXT, label), html
+        folder, subject, text, html, label=label, header_fields=header_fields | {"name"}
     )
+
+
+def _fields_read(environment: jinja2.Environment, source: str) -> frozenset[str]:
+    """Every name a template reads as a field (customer.x, item.x, x['y'],
+    map(attribute='y')): more than the fields, never fewer."""
+    tree = environment.parse(source)
+    names = {node.attr for node in tree.find_all(nodes.Getattr)}
+    keys = [node.arg for node in tree.find_all(nodes.Getitem)]
+    keys += [k.value for k in tree.find_all(nodes.Keyword) if k.key == "attribute"]
+    names.update(k.value for k in keys if isinstance(k, nodes.Const) and isinstance(k.value, str))
+    return frozenset(names)
+
+
+@functools.cache
+def _autoescape(name: str | None) -> bool:
+    """HTML templates are escaped. Asked at every render: cached, a tenth of a short one."""
+    return name is not None and name.lower().endswith((".html.j2", ".html"))
 
 
 def _markdown_templates(environment: jinja2.Environment, folder: Path, label: str) -> Templates:
@@ -112,6 +135,9 @@ def _markdown_templates(environment: jinja2.Environment, folder: Path, label: st
         _compile(environment, SUBJECT, label),
         _compile(environment, markdown.MARKDOWN, label),
         None,
+        label=label,
+        header_fields=_fields_read(environment, (folder / SUBJECT).read_text(encoding="utf-8"))
+        | {"name"},
         markdown=_compile(escaping, markdown.MARKDOWN, label),
     )
 
@@ -150,6 +176,7 @@ def render(templates: Templates, recipient: Recipient, incident: dict[str, Any])
     if templates.by_language is not None:
         templates = templates.by_language(recipient)
     context = {"customer": recipient.fields, "items": recipient.items, "incident": incident}
+    sandbox.start_message()
     try:
         subject = templates.render(templates.subject, context)
         text = templates.render(templates.text, context)
@@ -162,17 +189,37 @@ def render(templates: Templates, recipient: Recipient, incident: dict[str, Any])
             f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; add it "
             f"under [facts] in incidents/{incident['id']}.toml, or fix the name in the template"
         ) from exc
-    except jinja2.UndefinedError as exc:
-        raise RenderError(
-            f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc.message}; "
-            "map the column in [columns] or give the template a | default(...)"
-        ) from exc
-    except Exception as exc:  # any template runtime error (a filter on a bad value, ...)
-        raise RenderError(
-            f"{recipient.where()}: {_template_place(exc.__traceback__)}{exc}; "
-            "fix the value in the export or the template"
-        ) from exc
+    except Exception as exc:
+        raise _render_error(templates, recipient, exc) from exc
     return Rendered(recipient, subject.strip(), text, html)
+
+
+def _render_error(templates: Templates, recipient: Recipient, exc: Exception) -> RenderError:
+    """One line for whatever stopped a template: where, what, and what to fix."""
+    place = _template_place(exc.__traceback__)
+    if isinstance(exc, sandbox.Runaway):
+        where = f"{recipient.where()}: {place or exc.place}"
+        return RunawayError(f"{where}the template {exc}; fix {templates.label}")
+    where = f"{recipient.where()}: {place}"
+    if isinstance(exc, jinja2.UndefinedError):
+        return RenderError(
+            f"{where}{exc.message}; map the column in [columns] or give the template a "
+            "| default(...)"
+        )
+    if isinstance(exc, SecurityError):
+        return RenderError(
+            f"{where}{str(exc).rstrip('.')}: templates cannot reach Python internals; "
+            "fix the template"
+        )
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return RenderError(
+            f"{where}template {exc.name!r} not found in {templates.label}/; a template may "
+            "include only templates of its own folder"
+        )
+    if isinstance(exc, RecursionError):
+        return RenderError(f"{where}the template includes or calls itself without end; fix it")
+    # any other runtime error (a filter on a bad value, ...)
+    return RenderError(f"{where}{exc}; fix the value in the export or the template")
 
 
 def render_each(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+import io
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from notify.errors import SettingsError
 
@@ -30,6 +33,37 @@ _IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 DEFAULT_RESEND_SCHEDULE = "1h,4h,12h,24h,48h,48h"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PREFIX = "NOTIFY_"
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(['\"]?)")
+
+# Every NOTIFY_* name notify reads, and what it sets. Any other NOTIFY_* name in .env or
+# the environment is a typo (NOTIFY_SMTP_HOTS) that would silently drop a setting.
+KNOWN_SETTINGS: dict[str, str] = {
+    "NOTIFY_WORKSPACE": "the workspace folder, when --workspace is not given",
+    "NOTIFY_SMTP_HOST": "the relay",
+    "NOTIFY_SMTP_PORT": "the relay's port (default by security: 587, 465 or 25)",
+    "NOTIFY_SMTP_SECURITY": "starttls, tls or none",
+    "NOTIFY_SMTP_USER": "the relay login",
+    "NOTIFY_SMTP_PASSWORD": "the relay password",
+    "NOTIFY_SMTP_AUTH": "xoauth2 to log in with a token instead of the password",
+    "NOTIFY_SMTP_TOKEN_COMMAND": "a command that prints an access token (xoauth2)",
+    "NOTIFY_FROM": "the sender when the manifest has no from",
+    "NOTIFY_LEDGER": "a path or SQLAlchemy URL for the delivery ledger",
+    "NOTIFY_RATE": "messages per second, all connections together",
+    "NOTIFY_CONNECTIONS": "parallel SMTP connections",
+    "NOTIFY_RETRIES": "tries again in the same run after a temporary failure",
+    "NOTIFY_RETRY_DELAY": "seconds before the first in-run retry",
+    "NOTIFY_RETURN_PATH": "the bounce address",
+    "NOTIFY_RESEND_SCHEDULE": "back-off steps for re-sends",
+    **{
+        f"NOTIFY_{box}IMAP_{part}": f"the {what} mailbox's {part.lower()}"
+        for box, what in (("", "bounce"), ("REPLY_", "Reply-To"))
+        for part in ("HOST", "PORT", "SECURITY", "USER", "PASSWORD", "FOLDER")
+    },
+    "NOTIFY_DKIM_SELECTOR": "the DKIM selector to sign with",
+    "NOTIFY_DKIM_KEY": "the DKIM private key",
+    "NOTIFY_DKIM_DOMAIN": "the DKIM signing domain",
+}
 
 
 @dataclass(frozen=True)
@@ -69,12 +103,72 @@ class Settings:
 
 
 def read_environment(workspace: Workspace, environ: Mapping[str, str]) -> dict[str, str]:
-    """The workspace's .env with the real environment on top: the environment wins."""
+    """The workspace's .env with the real environment on top: the environment wins.
+
+    A .env line that does not parse, or a NOTIFY_* name that is no setting, stops here:
+    skipped, it would drop a setting without a word."""
     merged: dict[str, str] = {}
     if workspace.env_file.is_file():
-        merged.update({k: v for k, v in dotenv_values(workspace.env_file).items() if v is not None})
+        merged.update(_read_env_file(workspace))
+    for name in environ:
+        if name.startswith(_PREFIX) and name not in KNOWN_SETTINGS:
+            raise SettingsError(
+                f"{name} in the environment is not a setting{_closest_setting(name)}; "
+                "unset it or fix the name"
+            )
     merged.update(environ)
     return merged
+
+
+def _read_env_file(workspace: Workspace) -> dict[str, str]:
+    """The .env values, read strictly: every line a NAME=value, a comment or blank."""
+    label = workspace.relative(workspace.env_file)
+    try:
+        text = workspace.env_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SettingsError(f"{label} line {line}: not UTF-8 text; save it as UTF-8") from exc
+    for binding in parse_stream(io.StringIO(text)):
+        # A binding's text starts with the blank lines before it.
+        original = binding.original.string.lstrip(" \t\r\n")
+        leading = binding.original.string[: len(binding.original.string) - len(original)]
+        line = binding.original.line + leading.count("\n")
+        where = f"{label} line {line}"
+        if binding.error:
+            raise SettingsError(f"{where}: {_unparsable(original)}; fix the line")
+        name = binding.key or ""
+        if name.upper().startswith(_PREFIX) and name not in KNOWN_SETTINGS:
+            raise SettingsError(
+                f"{where}: {name} is not a setting{_closest_setting(name)}; fix the line"
+            )
+        if name in KNOWN_SETTINGS and binding.value is None:
+            raise SettingsError(f"{where}: {name} has no '='; write {name}=value")
+    values = dotenv_values(stream=io.StringIO(text))
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _unparsable(original: str) -> str:
+    """What is wrong with a .env line, without echoing its value (it may be a password)."""
+    first_line = original.splitlines()[0] if original else ""
+    match = _ENV_LINE.match(first_line)
+    if match is None:
+        return "not a NAME=value line (nor a # comment)"
+    name, quote = match.groups()
+    if quote and quote not in first_line[match.end() :]:
+        return f"the value of {name} opens a quote ({quote}) that is never closed"
+    if quote:
+        return f"the value of {name} has text after its closing quote"
+    return f"the value of {name} does not parse"
+
+
+def _closest_setting(name: str) -> str:
+    """' (did you mean NOTIFY_SMTP_HOST?)', or where the settings are listed."""
+    # Compared without the prefix, or every NOTIFY_ name looks close to every other.
+    suffixes = {known.removeprefix(_PREFIX): known for known in KNOWN_SETTINGS}
+    close = difflib.get_close_matches(name.upper().removeprefix(_PREFIX), suffixes, n=1)
+    if close:
+        return f" (did you mean {suffixes[close[0]]}?)"
+    return " (the settings are listed in README.md, Settings)"
 
 
 def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:

@@ -16,14 +16,20 @@ suffix is ignored, so ``fail-550+7@example.com`` behaves like ``fail-550@example
 ``data-554@``      RCPT accepted, end of DATA -> ``554 5.6.0 Message rejected``
 ``slow@``          accepted, but the end-of-DATA reply waits ``slow_seconds``
 ``drop@``          RCPT accepted; after the DATA content the connection is closed, no reply
+``trickle@``       RCPT accepted; the end-of-DATA reply comes one byte per ``trickle_seconds``
+``trickle-rcpt@``  the RCPT reply comes one byte per ``trickle_seconds``
 anything else      accepted: ``250 2.0.0 Ok: queued as <id>``
 =================  ==========================================================================
 
 Any reply starting with ``421`` (switchboard or scripted) closes the connection after it is
 sent, like a real MTA does.
 
+A trickled reply takes seconds (a client with a deadline gives up first), every reply
+after it is swallowed, and a trickled message is not recorded.
+
 Programmatic switches on :class:`SmtpServer`: ``refuse_sender``, ``fail_next(n, reply)``,
-``delay`` and ``slow_seconds``; ``reset()`` restores all of them and clears the records.
+``delay``, ``slow_seconds`` and ``trickle_seconds``; ``reset()`` restores all of them and
+clears the records.
 ``SmtpServer(size_limit=N)`` states and enforces ``SIZE N`` (aiosmtpd's default is 32 MiB).
 
 Used as a pytest plugin (``pytest_plugins = ["tests.smtp_server"]``), it provides the
@@ -163,6 +169,16 @@ class _Protocol(SMTP):
         self._dropped = True
         self.close_connection()
 
+    async def trickle(self, reply: str) -> None:
+        """Send `reply` one byte per `trickle_seconds`, swallowing every further reply.
+        Cancelled (with the handler) when the client gives up and closes."""
+        self._dropped = True
+        for byte in f"{reply}\r\n".encode():
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(bytes([byte]))
+            await asyncio.sleep(self.owner.trickle_seconds)
+
 
 class _Handler:
     """aiosmtpd handler hooks implementing the switchboard."""
@@ -215,6 +231,9 @@ class _Handler:
         if self.owner._take_rcpt_drop():
             server.drop()
             return "250 2.1.5 never sent"  # swallowed by _Protocol.push
+        if _kind(address) == "trickle-rcpt":
+            await server.trickle("250 2.1.5 Ok")
+            return "250 2.1.5 never sent"  # swallowed by _Protocol.push
         reply = RCPT_REPLIES.get(_kind(address))
         if reply is not None:
             return reply.format(address=address)
@@ -237,6 +256,9 @@ class _Handler:
         for kind, reply in DATA_REPLIES.items():
             if kind in kinds:
                 return reply
+        if "trickle" in kinds:
+            await server.trickle("250 2.0.0 Ok: queued")
+            return "250 2.0.0 Ok: never sent"  # swallowed by _Protocol.push
         if "slow" in kinds:
             # If the client gives up meanwhile, this task is cancelled: nothing is recorded.
             await asyncio.sleep(owner.slow_seconds)
@@ -290,6 +312,7 @@ class SmtpServer:
         slow_seconds: float = 0.5,
         delay: float = 0.0,
         size_limit: int | None = None,
+        trickle_seconds: float = 0.5,
     ) -> None:
         if security not in ("none", "starttls", "tls"):
             raise ValueError(f"unknown security mode {security!r}")
@@ -301,6 +324,8 @@ class SmtpServer:
         self._default_delay = delay
         self.slow_seconds = slow_seconds
         self.delay = delay
+        self._default_trickle_seconds = trickle_seconds
+        self.trickle_seconds = trickle_seconds
         self.refuse_sender: str | None = None
         self.size_limit = size_limit  # the SIZE it states and enforces; None: aiosmtpd's own
         self._lock = threading.Condition()
@@ -399,6 +424,7 @@ class SmtpServer:
             self.refuse_sender = None
             self.delay = self._default_delay
             self.slow_seconds = self._default_slow_seconds
+            self.trickle_seconds = self._default_trickle_seconds
 
     # -- records ---------------------------------------------------------------------------
 

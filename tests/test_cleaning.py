@@ -488,3 +488,36 @@ def test_the_fast_path_takes_everyday_addresses() -> None:
     assert plain_address("bob@@example.com") is None
     assert plain_address("x@münchen.de") is None  # IDN: the validator's job
     assert plain_address("a@host.test") is None  # special-use: the validator refuses it
+
+
+# --- line breaks in header fields ----------------------------------------------------
+
+
+def test_a_line_break_in_a_header_field_is_listed_for_review_and_kept() -> None:
+    result = clean(
+        export(
+            [
+                ["Ann\r\nLee", "ann@example.com", "+1\t555", "A-1", "1.00"],
+                ["Bob", "bob@example.com", "555\n0002", "A-2\n", "2.00"],
+                ["Cy", "cy@example.com", "", "A\u2028-3", "3.00"],
+                ["Di\nNa", "di@example.com", "", "A-4", "4\n.00"],
+            ]
+        ),
+        columns=COLUMNS,
+        items=ITEMS,
+        header_fields={"name", "phone", "order_id"},
+    )
+    review = [(r.email, r.kind, r.detail, r.row) for r in result.review]
+    tail = ": shown as one space in the header (the body keeps it)"
+    assert review == [
+        ("ann@example.com", "line break", f"line break or tab in name, phone{tail}", 2),
+        ("bob@example.com", "line break", f"line break or tab in phone{tail}", 3),
+        ("cy@example.com", "line break", f"line break or tab in order_id{tail}", 4),
+        ("di@example.com", "line break", f"line break or tab in name{tail}", 5),
+    ]
+    assert by_email(result.recipients)["ann@example.com"].fields["name"] == "Ann\r\nLee"
+
+
+def test_only_the_name_goes_into_a_header_unless_the_subject_reads_more() -> None:
+    result = run([["Ann", "ann@example.com", "555\n0001", "A-1", "1.00"]])
+    assert result.review == []

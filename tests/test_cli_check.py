@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import sqlite3
+import time
 
 import pytest
 
+from notify import sandbox
 from tests.conftest import DEFAULT_MANIFEST
 
 
@@ -308,3 +311,108 @@ def test_dry_run_prints_the_numbers_of_a_send(workspace, run_cli, tmp_path):
         "1 will be sent; 1 held back (typo domain) — see .notify/incident-42/review.csv; "
         "1 rejected — see .notify/incident-42/rejects.csv"
     ) in result.output.splitlines()
+
+
+BROKEN_ENV = 'NOTIFY_SMTP_HOST=127.0.0.1\n# pacing\n\nNOTIFY_RATE="2\n'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--incident", "42"],
+        ["send", "--incident", "42", "--dry-run"],
+        ["send", "--incident", "42", "--yes"],
+        ["status", "--incident", "42"],
+        ["report", "--incident", "42"],
+    ],
+)
+def test_a_env_line_that_does_not_parse_stops_every_command(workspace, run_cli, command):
+    workspace.write(".env", BROKEN_ENV)
+    result = run_cli(workspace, *command)
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        'Error: .env line 4: the value of NOTIFY_RATE opens a quote (") that is never closed; '
+        "fix the line"
+    )
+
+
+def test_a_misspelt_setting_in_the_environment_stops_the_check(workspace, run_cli, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SMTP_HOTS", "relay.example")
+    result = run_cli(workspace, "check", "--incident", "42")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        "Error: NOTIFY_SMTP_HOTS in the environment is not a setting (did you mean "
+        "NOTIFY_SMTP_HOST?); unset it or fix the name"
+    )
+
+
+def test_a_source_url_reads_its_variables_from_env_too(workspace, run_cli):
+    with sqlite3.connect(workspace.root / "data" / "crm.db") as connection:
+        connection.execute(
+            'CREATE TABLE affected ("Customer", "Email Address", Phone, order_id, amount)'
+        )
+        connection.execute(
+            "INSERT INTO affected VALUES ('Ann Lee', 'ann@example.com', '', 'A-1', '9')"
+        )
+    workspace.write(
+        "incidents/42.toml",
+        DEFAULT_MANIFEST.replace(
+            'path = "data/affected.csv"', 'url = "${CRM_URL}"\nquery = "SELECT * FROM affected"'
+        ),
+    )
+    workspace.write(".env", "CRM_URL=sqlite:///data/crm.db\n")
+    result = run_cli(workspace, "check", "--incident", "42", "--offline")
+    assert result.exit_code == 0, result.output
+    assert "  recipients                  1" in result.output.splitlines()
+
+
+@pytest.mark.parametrize("command", [["check"], ["send", "--dry-run"]])
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        (
+            "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: access to attribute '__init__' of "
+            "'type' object is unsafe: templates cannot reach Python internals; fix the template "
+            "(and 2 more)",
+        ),
+        (
+            "{{ os.environ }}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: 'os' is undefined; map the column "
+            "in [columns] or give the template a | default(...) (and 2 more)",
+        ),
+        (
+            "{% for i in range(10**12) %}x{% endfor %}\n",
+            "Error: ann@example.com (data/affected.csv row 2): body.txt.j2 line 1: the template "
+            "asks range() for 1,000,000,000,000 items; it gives 10,000 at most; fix "
+            "templates/apology",
+        ),
+        (
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\n",
+            "Error: ann@example.com (data/affected.csv row 2): body.txt.j2 line 1: the template "
+            "ran past its limit of 0.5 s for one message (a loop that never ends?); fix "
+            "templates/apology",
+        ),
+        (
+            "{% include '../../etc/passwd' %}\n",
+            "Error: 3 problem(s) stop the send; nothing was sent. First: ann@example.com "
+            "(data/affected.csv row 2): body.txt.j2 line 1: template '../../etc/passwd' not "
+            "found in templates/apology/; a template may include only templates of its own "
+            "folder (and 2 more)",
+        ),
+    ],
+)
+def test_a_hostile_template_stops_check_and_preview_with_one_line(
+    workspace, run_cli, monkeypatch, command, template, error
+):
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.5)
+    workspace.write("templates/apology/body.txt.j2", template)
+    started = time.monotonic()
+    result = run_cli(workspace, *command, "--incident", "42")
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == error
+    assert "uid=" not in result.output
+    assert not [path for path in workspace.root.glob("previews/**/*") if path.is_file()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from email import message_from_bytes, policy
 
 from tests.conftest import make_rows
@@ -321,3 +322,50 @@ def test_a_unicode_address_without_smtputf8_is_held_not_sent_and_not_suppressed(
     )
     listed = run_cli(workspace, "suppressions", "list")
     assert listed.output.strip() == "0 suppressed address(es)."
+
+
+def test_a_very_long_name_goes_out_in_folded_header_lines(workspace, run_cli, smtp_server):
+    """A 1,200-character name once made a 1,221-octet To line, and the relay refused it."""
+    workspace.smtp(smtp_server)
+    long_name = "Ann-Marie " * 120
+    workspace.rows([[long_name, "ann@example.com", "", "A-1", "1.00"]])
+    workspace.write("templates/apology/subject.j2", "Sorry {{ customer.name }}\n")
+    assert run_cli(workspace, "check", "--incident", "42").exit_code == 0
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    (received,) = smtp_server.messages
+    head = received.data[: received.data.index(b"\r\n\r\n")]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    message = parse(received.data)
+    assert message["To"].addresses[0].display_name == long_name.strip()
+    assert message["Subject"] == f"Sorry {long_name.strip()}"
+
+
+def test_a_relay_trickling_one_reply_costs_one_deadline_and_the_rest_is_sent(
+    workspace, run_cli, smtp_server, monkeypatch
+):
+    from notify.transports import smtp
+
+    monkeypatch.setattr(smtp, "MESSAGE_SECONDS", 1.0)
+    smtp_server.trickle_seconds = 0.2
+    workspace.smtp(smtp_server, connections="1")
+    workspace.rows(
+        [
+            ["Ann", "ann@example.com", "", "A-1", "1.00"],
+            ["Tom", "trickle@example.com", "", "A-2", "2.00"],
+            ["Bob", "bob@example.com", "", "A-3", "3.00"],
+        ]
+    )
+    started = time.monotonic()
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    assert "Sent: 2 accepted, 0 deferred, 0 refused, 1 in doubt in " in result.output
+    assert (
+        "row 3: trickle@example.com: in doubt connection lost after the message was sent, "
+        "outcome unknown: no reply within the 1 s given to the message"
+    ) in result.output
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "ann@example.com",
+        "bob@example.com",
+    ]

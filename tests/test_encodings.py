@@ -61,7 +61,9 @@ def test_the_lines_are_listed_for_review_and_still_sent(tmp_path: Path) -> None:
     frame = load(tmp_path, SourceSpec(path="x.csv"))
     result = clean(frame, columns={"email": "Email Address", "name": "Customer"}, items={})
     assert len(result.recipients) == 4
-    assert [(r.email, r.kind, r.detail, r.row) for r in result.review] == [
+    assert [
+        (r.email, r.kind, r.detail, r.row) for r in result.review if r.kind == LEGACY_ENCODING
+    ] == [
         ("jose@example.com", LEGACY_ENCODING, NOTE.format(3), 3),
         ("bjorn@example.com", LEGACY_ENCODING, NOTE.format(4), 4),
     ]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
+import pytest
+
+from notify import sandbox
+from notify.errors import RunawayError
 from notify.incident import load_incident
 from notify.messages import pool as workers
 from notify.messages.pool import RenderPool
@@ -92,10 +97,10 @@ def test_order_holds_however_few_chunks_are_built_ahead(workspace, monkeypatch):
     assert listed == [r.key for r in recipients[100:]]
 
 
-def test_workers_refuse_a_header_break_as_the_parent_does(workspace):
+def test_workers_refuse_a_header_control_character_as_the_parent_does(workspace):
     """Workers only check what building would refuse; they must refuse the same."""
     rows = make_rows(1100)
-    rows[700][0] = "Eve\r\nBcc: victim@example.net"
+    rows[700][0] = "Eve\x1bBcc: victim@example.net"
     workspace.rows(rows)
     workspace.write("templates/apology/subject.j2", "Hello {{ customer.name }}\n")
     incident = load(workspace)
@@ -104,5 +109,30 @@ def test_workers_refuse_a_header_break_as_the_parent_does(workspace):
     with RenderPool(incident, processes=1) as serial:
         assert problems == serial.problems()
     assert len(problems) == 1
-    assert problems[0].startswith("customer700@example.com (data/affected.csv row 702): the")
-    assert "line break" in problems[0]
+    assert problems[0] == (
+        "customer700@example.com (data/affected.csv row 702): the name holds the control "
+        "character U+001B; remove it from the export"
+    )
+
+
+def test_a_runaway_template_stops_the_check_at_once_in_the_workers(workspace, monkeypatch):
+    """The time limit holds in forked workers (no signal alarm there), and one runaway
+    stops the check instead of costing its time limit for every recipient."""
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.3)
+    workspace.rows(make_rows(1100))
+    workspace.write(
+        "templates/apology/body.txt.j2",
+        "Dear {{ customer.name }},\n"
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\n",
+    )
+    incident = load(workspace)
+    started = time.monotonic()
+    with RenderPool(incident, processes=2) as parallel, pytest.raises(RunawayError) as caught:
+        parallel.problems()
+    assert time.monotonic() - started < 10
+    assert re.fullmatch(
+        r"customer\d+@example\.com \(data/affected\.csv row \d+\): body\.txt\.j2 line 2: the "
+        r"template ran past its limit of 0\.3 s for one message \(a loop that never ends\?\); "
+        r"fix templates/apology",
+        str(caught.value),
+    )

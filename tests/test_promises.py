@@ -127,7 +127,8 @@ def test_no_customer_is_silently_dropped(workspace, ledger_settings, run_cli, sm
 def test_a_name_with_a_line_break_cannot_add_a_header(
     workspace, ledger_settings, run_cli, smtp_server
 ):
-    """Promise 4: personalised fields cannot inject headers."""
+    """Promise 4: a line break in a header value is folded into a space and listed for
+    review; it neither adds a header nor stops the send."""
     workspace.smtp(smtp_server, **ledger_settings)
     workspace.rows(
         [
@@ -137,9 +138,41 @@ def test_a_name_with_a_line_break_cannot_add_a_header(
     )
     workspace.write("templates/apology/subject.j2", "Hello {{ customer.name }}\n")
     result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "    line break                1" in result.output.splitlines()
+    assert sorted(r for m in smtp_server.messages for r in m.rcpt_tos) == [
+        "ann@example.com",
+        "eve@example.com",
+    ]
+    eve = next(m.message for m in smtp_server.messages if m.rcpt_tos == ["eve@example.com"])
+    assert "Bcc" not in eve
+    assert eve["Subject"] == "Hello Eve Bcc: victim@example.net"
+    assert [a.display_name for a in eve["To"].addresses] == ["Eve Bcc: victim@example.net"]
+    assert "Dear Eve\r\nBcc: victim@example.net," in eve.get_body(("plain",)).get_content()
+    review = (workspace.root / ".notify" / "incident-42" / "review.csv").read_text()
+    assert review.splitlines()[1] == (
+        "eve@example.com,line break,line break or tab in name: shown as one space in the "
+        "header (the body keeps it),data/affected.csv,3"
+    )
+
+
+def test_a_name_with_a_control_character_stops_the_send(
+    workspace, ledger_settings, run_cli, smtp_server
+):
+    """Promise 4: other control characters stop the check with the row."""
+    workspace.smtp(smtp_server, **ledger_settings)
+    workspace.rows(
+        [
+            ["Ann", "ann@example.com", "", "A-1", "1"],
+            ["Eve\x1b[2J", "eve@example.com", "", "A-2", "2"],
+        ]
+    )
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
     assert result.exit_code == 3
-    assert "eve@example.com (data/affected.csv row 3): the subject holds a line break" in (
-        result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: 1 problem(s) stop the send; nothing was sent. First: eve@example.com "
+        "(data/affected.csv row 3): the name holds the control character U+001B; remove it "
+        "from the export"
     )
     assert smtp_server.messages == []
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 import pytest
 
-from notify.errors import RenderError, WorkspaceError
+from notify import sandbox
+from notify.errors import RenderError, RunawayError, WorkspaceError
 from notify.models import Recipient
 from notify.rendering import (
     Templates,
@@ -295,3 +298,251 @@ def test_a_missing_key_reads_as_plain_jinja_says_it(make_templates: MakeTemplate
     templates = make_templates(text="{{ items[0].colour }}\n")
     with pytest.raises(RenderError, match=r"'dict object' has no attribute 'colour'"):
         render(templates, recipient(name="Ann"), INCIDENT)
+
+
+# --- the sandbox ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_time_limit(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.3)
+    return 0.3
+
+
+def render_error(templates: Templates) -> RenderError:
+    with pytest.raises(RenderError) as caught:
+        render(templates, recipient(name="Ann"), INCIDENT)
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+def test_a_template_cannot_run_a_command(make_templates: MakeTemplates, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    templates = make_templates(
+        text=f"Hi\n{{{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() }}}}\n"
+    )
+    assert str(render_error(templates)) == (
+        "ann@example.com (data/x.csv row 7): body.txt.j2 line 2: access to attribute "
+        "'__init__' of 'type' object is unsafe: templates cannot reach Python internals; "
+        "fix the template"
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "os.environ",
+        "self._TemplateReference__context.environment",
+        "range.__globals__",
+        "''.__class__.__mro__",
+        "joiner.__init__.__globals__",
+        "'x'|attr('__class__')",
+        "lipsum.__globals__",
+        "config",
+    ],
+)
+def test_a_template_cannot_read_the_environment(
+    make_templates: MakeTemplates, monkeypatch: pytest.MonkeyPatch, expression: str
+) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
+    error = render_error(make_templates(text=f"{{{{ {expression} }}}}\n"))
+    assert "hunter2" not in str(error)
+    assert str(error).startswith("ann@example.com (data/x.csv row 7): body.txt.j2 line 1: ")
+
+
+def test_reading_os_says_it_is_not_there(make_templates: MakeTemplates) -> None:
+    assert str(render_error(make_templates(text="{{ os.environ }}\n"))) == (
+        "ann@example.com (data/x.csv row 7): body.txt.j2 line 1: 'os' is undefined; "
+        "map the column in [columns] or give the template a | default(...)"
+    )
+
+
+def test_a_template_cannot_change_what_it_is_given(make_templates: MakeTemplates) -> None:
+    someone = recipient(name="Ann")
+    templates = make_templates(text="{{ customer.update({'email': 'eve@example.org'}) }}\n")
+    with pytest.raises(RenderError, match="access to attribute 'update' of 'dict' object"):
+        render(templates, someone, INCIDENT)
+    assert someone.fields["email"] == "ann@example.com"
+
+
+def test_a_huge_range_is_refused_with_its_line(make_templates: MakeTemplates) -> None:
+    templates = make_templates(text="Hi\n{% for i in range(10**12) %}x{% endfor %}\n")
+    error = render_error(templates)
+    assert isinstance(error, RunawayError)
+    assert str(error) == (
+        "ann@example.com (data/x.csv row 7): body.txt.j2 line 2: the template asks range() "
+        "for 1,000,000,000,000 items; it gives 10,000 at most; fix templates/apology"
+    )
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+        # No range and no call: loops over a short string, nested.
+        "{% set s = 'x' * 100 %}{% for a in s %}{% for b in s %}{% for c in s %}"
+        "{% for d in s %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+        "{% macro m(n) %}{% for i in range(100) %}{{ m(n - 1) if n else '' }}{% endfor %}"
+        "{% endmacro %}{{ m(30) }}",
+        "{% for x in [40, 40] recursive %}{{ loop([x - 1, x - 1]) if x else '' }}{% endfor %}",
+        "{% for i in (range(10000)|list) * 100 %}{% for j in range(100) %}{% endfor %}{% endfor %}",
+    ],
+)
+def test_a_loop_that_runs_away_is_stopped_within_the_time_limit(
+    make_templates: MakeTemplates, short_time_limit: float, loops: str
+) -> None:
+    templates = make_templates(html=None, text=f"Hi\n\n{loops}\n")
+    started = time.monotonic()
+    error = render_error(templates)
+    assert time.monotonic() - started < short_time_limit + 2.0  # a busy machine is slow
+    assert isinstance(error, RunawayError)
+    assert str(error) == (
+        "ann@example.com (data/x.csv row 7): body.txt.j2 line 3: the template ran past its "
+        "limit of 0.3 s for one message (a loop that never ends?); fix templates/apology"
+    )
+
+
+def test_the_time_limit_is_per_message(
+    make_templates: MakeTemplates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "TIME_LIMIT", 0.5)
+    templates = make_templates(text="{% for i in range(10000) %}{{ i }}{% endfor %}\n")
+    started, rendered = time.monotonic(), 0
+    while time.monotonic() - started < 1.0:  # twice the limit, over many messages
+        assert render(templates, recipient(name="Ann"), INCIDENT).text.startswith("0123")
+        rendered += 1
+    assert rendered > 1
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ 'x' * 10**10 }}",
+        "{{ 'x' | center(10**10) }}",
+        "{{ 'x'.rjust(10**10) }}",
+        "{{ '%9999999999d' % 1 }}",
+        "{{ '{:9999999999}'.format(1) }}",
+        "{{ '{0:{1}}'.format(1, 10**10) }}",
+        "{{ '%*d' | format(10**10, 1) }}",
+        "{{ 'abc' | replace('', 'x' * 1000000) }}",
+        "{{ 'x' | indent(10**10) }}",
+        "{{ 2 ** (10**10) }}",
+        "{{ ('x' * 1000) | list | join('y' * 1000000) }}",
+        "{{ 'xy'.join(range(10000) | map('string')) * 100 }}",
+        "{{ range(3) | slice(10**9) | list }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}",
+        "{% set a = 'x' * 600000 %}{% set b = a ~ a %}{{ b }}",
+        "{% set a = 'x' * 600000 %}{{ a + a }}",
+        "{% for i in range(10000) %}{{ 'y' * 900000 }}{% endfor %}",
+        "{{ range(10000) | map('center', 900000) | list | length }}",
+        "{% for i in range(2000) %}{{ 'y' * 1000 }}{% endfor %}",
+    ],
+)
+def test_a_value_or_message_too_large_is_refused_before_it_fills_memory(
+    make_templates: MakeTemplates, expression: str
+) -> None:
+    templates = make_templates(text=f"Hi\n{expression}\n")
+    started = time.monotonic()
+    error = render_error(templates)
+    assert time.monotonic() - started < 3.0  # long before memory fills (and on a busy machine)
+    assert isinstance(error, RunawayError)
+    assert re.fullmatch(
+        r"ann@example\.com \(data/x\.csv row 7\): body\.txt\.j2 line 2: the template (would "
+        r"build [\d,]+ characters, more than the 1,000,000 a message may hold|built values of "
+        r"[\d,]+ characters for one message); fix templates/apology",
+        str(error),
+    ), str(error)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "../other/body.txt.j2"])
+def test_a_template_includes_only_templates_of_its_own_folder(
+    make_templates: MakeTemplates, templates_root: Path, name: str
+) -> None:
+    (templates_root / "other").mkdir(parents=True)
+    (templates_root / "other" / "body.txt.j2").write_text("another incident's text\n")
+    templates = make_templates(text=f"Hi\n{{% include '{name}' %}}\n")
+    error = render_error(templates)
+    assert not isinstance(error, RunawayError)
+    assert str(error) == (
+        f"ann@example.com (data/x.csv row 7): body.txt.j2 line 2: template '{name}' not found "
+        "in templates/apology/; a template may include only templates of its own folder"
+    )
+
+
+def test_a_link_out_of_the_template_folder_is_not_followed(
+    make_templates: MakeTemplates, templates_root: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the relay password\n")
+    templates = make_templates(text="{% include 'footer.txt' %}\n")
+    (templates_root / "apology" / "footer.txt").symlink_to(secret)
+    error = render_error(templates)
+    assert "the relay password" not in str(error)
+    assert "template 'footer.txt' not found in templates/apology/" in str(error)
+
+
+def test_a_template_that_includes_itself_is_one_line(make_templates: MakeTemplates) -> None:
+    templates = make_templates(text="Hi\n{% include 'body.txt.j2' %}\n")
+    assert str(render_error(templates)) == (
+        "ann@example.com (data/x.csv row 7): body.txt.j2 line 2: the template includes or "
+        "calls itself without end; fix it"
+    )
+
+
+LEGITIMATE = textwrap.dedent(
+    """\
+    {% import 'macros.j2' as m %}
+    {% set ns = namespace(total=0) %}
+    {{ m.greet(customer.name) | center(40) }}
+    {% for item in items | sort(attribute='order_id') %}
+    {{ loop.index }}/{{ loop.length }} {{ '%-6s' | format(item.order_id) }} {{ item.amount }}
+    {%- set ns.total = ns.total + item.amount | float %}
+    {% endfor %}
+    Total: {{ '%.2f' | format(ns.total) }} ({{ items | map(attribute='amount') | join(' + ') }})
+    Orders: {{ items | map(attribute='order_id') | join(', ') | replace('A-', '#') }}
+    {{ ('=' * 20) ~ ' ' ~ incident.title | upper }}
+    {{ "{:>8}|{:<5}".format(customer.name[:8], 'ok') }} {{ range(3) | list | sum }}
+    {% for row in range(7) | batch(3) %}{{ row | join('') }};{% endfor %}
+    {{ customer.name | wordwrap(4) | indent(2) }}
+    {% for k, v in {'b': 2, 'a': 1} | dictsort %}{{ k }}={{ v }}{{ loop.cycle(',', ';') }}
+    {%- endfor %}
+    {{ items | selectattr('amount', 'equalto', '5.00') | list | length }}
+    {{ cycler('a', 'b').next() }}
+    """
+)
+
+
+def test_a_legitimate_template_renders_as_plain_jinja_renders_it(
+    make_templates: MakeTemplates, templates_root: Path
+) -> None:
+    macros = "{% macro greet(name) %}Dear {{ name }}{% endmacro %}\n"
+    templates = make_templates(text=LEGITIMATE)
+    (templates_root / "apology" / "macros.j2").write_text(macros)
+    someone = recipient(name="Ann Lee-Marlowe")
+    ours = render(templates, someone, INCIDENT).text
+    plain = jinja2.Environment(
+        loader=jinja2.DictLoader({"macros.j2": macros}),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    expected = plain.from_string(LEGITIMATE).render(
+        customer=someone.fields, items=someone.items, incident=INCIDENT
+    )
+    assert ours == expected
+    assert "Total: 54.00 (49.00 + 5.00)" in ours
+
+
+def test_header_fields_are_the_name_and_what_the_subject_reads(
+    make_templates: MakeTemplates,
+) -> None:
+    templates = make_templates(
+        subject="{{ customer.company }} {{ customer['ref'] }} {{ items | map(attribute="
+        "'order_id') | join }} {{ incident.title }}\n",
+        text="{{ customer.phone }}\n",
+    )
+    assert {"name", "company", "ref", "order_id"} <= templates.header_fields
+    assert "phone" not in templates.header_fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from notify.errors import SettingsError
-from notify.settings import Settings, load_settings, parse_schedule
+from notify.settings import KNOWN_SETTINGS, Settings, load_settings, parse_schedule
 from notify.workspace import Workspace
 from tests.conftest import WorkspaceFactory
 
@@ -286,3 +287,95 @@ def test_any_schedule_text_is_steps_or_a_settings_error(value: str) -> None:
         return
     assert len(steps) == value.count(",") + 1
     assert all(step >= 0 for step in steps)
+
+
+# --- a strict .env and known names ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'NOTIFY_RATE="2',
+            '.env line 4: the value of NOTIFY_RATE opens a quote (") that is never closed; '
+            "fix the line",
+        ),
+        (
+            "NOTIFY_SMTP_PASSWORD='s3cret",
+            ".env line 4: the value of NOTIFY_SMTP_PASSWORD opens a quote (') that is never "
+            "closed; fix the line",
+        ),
+        (
+            'NOTIFY_FROM="Acme" <support@acme.example>',
+            ".env line 4: the value of NOTIFY_FROM has text after its closing quote; fix the line",
+        ),
+        ("smtp host = relay", ".env line 4: not a NAME=value line (nor a # comment); fix the line"),
+        ("NOTIFY_RATE", ".env line 4: NOTIFY_RATE has no '='; write NOTIFY_RATE=value"),
+    ],
+)
+def test_a_line_that_does_not_parse_is_an_error_naming_file_and_line(
+    workspace: WorkspaceFactory, line: str, message: str
+) -> None:
+    workspace.write(
+        ".env", f"# relay\nNOTIFY_SMTP_HOST=smtp.acme.example\n\n{line}\nNOTIFY_CONNECTIONS=2\n"
+    )
+    assert error(workspace) == message
+    assert "s3cret" not in message  # a value is never echoed: it may be a password
+
+
+def test_a_quoted_value_may_span_lines(workspace: WorkspaceFactory) -> None:
+    workspace.write(".env", 'NOTIFY_SMTP_USER="first\nsecond"\nNOTIFY_RATE=2\n')
+    settings = load(workspace)
+    assert (settings.smtp_user, settings.rate) == ("first\nsecond", 2.0)
+
+
+def test_an_unknown_name_in_the_env_file_names_the_closest_setting(
+    workspace: WorkspaceFactory,
+) -> None:
+    workspace.write(".env", "NOTIFY_SMTP_HOST=a\nexport NOTIFY_SMTP_HOTS=b\n")
+    assert error(workspace) == (
+        ".env line 2: NOTIFY_SMTP_HOTS is not a setting (did you mean NOTIFY_SMTP_HOST?); "
+        "fix the line"
+    )
+
+
+def test_a_lower_case_notify_name_in_the_env_file_is_caught_too(
+    workspace: WorkspaceFactory,
+) -> None:
+    workspace.write(".env", "notify_rate=2\n")
+    assert error(workspace) == (
+        ".env line 1: notify_rate is not a setting (did you mean NOTIFY_RATE?); fix the line"
+    )
+
+
+def test_an_unknown_name_in_the_environment_names_the_closest_setting(
+    workspace: WorkspaceFactory,
+) -> None:
+    assert error(workspace, NOTIFY_CONECTIONS="4") == (
+        "NOTIFY_CONECTIONS in the environment is not a setting (did you mean "
+        "NOTIFY_CONNECTIONS?); unset it or fix the name"
+    )
+    assert error(workspace, NOTIFY_COLOUR="blue") == (
+        "NOTIFY_COLOUR in the environment is not a setting (the settings are listed in "
+        "README.md, Settings); unset it or fix the name"
+    )
+
+
+def test_other_names_are_left_alone(workspace: WorkspaceFactory) -> None:
+    workspace.write(".env", "CRM_PASSWORD=x\nNOTIFY_RATE=3\n")
+    settings = load(workspace, PATH="/usr/bin", notify_something="x", NOTIFYX="y")
+    assert settings.rate == 3.0
+
+
+def test_every_setting_the_readme_lists_is_known() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = set(re.findall(r"`(NOTIFY_[A-Z_]+[A-Z])`", readme))
+    assert listed and listed <= set(KNOWN_SETTINGS)
+    assert {"NOTIFY_REPLY_IMAP_HOST", "NOTIFY_DKIM_KEY", "NOTIFY_SMTP_TOKEN_COMMAND"} <= set(
+        KNOWN_SETTINGS
+    )
+
+
+def test_a_env_file_that_is_not_utf8_names_the_line(workspace: WorkspaceFactory) -> None:
+    workspace.write(".env", "NOTIFY_RATE=2\nNOTIFY_FROM=Zoë <z@x.example>\n".encode("cp1252"))
+    assert error(workspace) == ".env line 2: not UTF-8 text; save it as UTF-8"

@@ -130,6 +130,23 @@ def test_slow_client_timeout_records_nothing(smtp_server: SmtpServer) -> None:
     assert smtp_server.messages == []
 
 
+@pytest.mark.parametrize("rcpt", ["trickle@example.com", "trickle-rcpt@example.com"])
+def test_trickle_sends_each_byte_of_a_reply_late(smtp_server: SmtpServer, rcpt: str) -> None:
+    """Each read gets a byte within its timeout; the whole reply takes many of them."""
+    smtp_server.trickle_seconds = 0.1
+    with connect(smtp_server, timeout=0.5) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        start = time.monotonic()
+        if rcpt.startswith("trickle-rcpt"):
+            assert client.rcpt(rcpt) == (250, b"2.1.5 Ok")
+        else:
+            client.rcpt(rcpt)
+            assert client.data(RAW) == (250, b"2.0.0 Ok: queued")
+        assert time.monotonic() - start >= 0.1 * 12  # "250 2.1.5 Ok\r\n", a byte at a time
+    assert smtp_server.messages == []
+
+
 def test_drop_disconnects_without_reply(smtp_server: SmtpServer) -> None:
     with connect(smtp_server) as client, pytest.raises(smtplib.SMTPServerDisconnected):
         client.sendmail(SENDER, ["drop@example.com"], RAW)

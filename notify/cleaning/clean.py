@@ -19,7 +19,7 @@ import gc
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import pandas as pd
 
 from notify.cleaning.addresses import check_address, needs_smtputf8, role_of, typo_of
 from notify.cleaning.lookalikes import find_lookalikes
+from notify.compose import HEADER_BREAKS
 from notify.errors import SourceError
 from notify.models import (
     NOTE_COLUMN,
@@ -45,6 +46,7 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # marks, embeddings, isolates
 TYPO_DOMAIN, ROLE_ADDRESS, SMTPUTF8 = "typo domain", "role address", "SMTPUTF8"  # Review kinds
 LEGACY_ENCODING, BIDI_CONTROL = "not UTF-8", "bidi control"  # Review kinds of one row
+LINE_BREAK = "line break"  # Review kind: a header value held a line break or tab
 
 
 def resolve_columns(
@@ -73,8 +75,11 @@ def clean(
     items: Mapping[str, str],
     where: str = "the manifest",
     allow_typo_domains: bool = False,
+    header_fields: Collection[str] = ("name",),
 ) -> CleanResult:
-    """Validate addresses and merge rows per recipient, keeping every row accounted for."""
+    """Validate addresses and merge rows per recipient, keeping every row accounted for.
+    `header_fields` are the fields whose values go into a header (the name, what the
+    subject reads): a line break in one is listed for review."""
     rows_read = len(frame)
     with _collector_paused():
         keyed, rejects = _keyed_rows(
@@ -90,7 +95,14 @@ def clean(
             rejects=rejects,
             lookalikes=find_lookalikes(recipients),
             rows_read=rows_read,
-            review=_review(recipients, rejects, allow_typo_domains=allow_typo_domains) + noted,
+            review=_review(
+                recipients,
+                rejects,
+                allow_typo_domains=allow_typo_domains,
+                header_fields=[f for f in columns if f in header_fields],
+                header_items=[f for f in items if f in header_fields],
+            )
+            + noted,
         )
 
 
@@ -279,10 +291,16 @@ def _notes(notes: pd.Series | None) -> list[str]:
 
 
 def _review(
-    recipients: Sequence[Recipient], rejects: Sequence[Reject], *, allow_typo_domains: bool
+    recipients: Sequence[Recipient],
+    rejects: Sequence[Reject],
+    *,
+    allow_typo_domains: bool,
+    header_fields: Sequence[str] = (),
+    header_items: Sequence[str] = (),
 ) -> list[Review]:
     """One line per address an operator should see: typo domains (held back or let
-    through), role mailboxes, and addresses that need a relay offering SMTPUTF8."""
+    through), role mailboxes, addresses that need a relay offering SMTPUTF8, and line
+    breaks in the fields (or item fields) that go into a header."""
     review: list[Review] = []
     held: set[str] = set()
     for reject in rejects:
@@ -301,7 +319,27 @@ def _review(
         if needs_smtputf8(r.email):
             detail = "non-ASCII before the @: only a relay offering SMTPUTF8 takes it"
             review.append(Review(r.email, SMTPUTF8, detail, r.source, r.first_row))
+        broken = _broken_header_fields(r, header_fields, header_items)
+        if broken:
+            detail = (
+                f"line break or tab in {', '.join(broken)}: shown as one space in the "
+                "header (the body keeps it)"
+            )
+            review.append(Review(r.email, LINE_BREAK, detail, r.source, r.first_row))
     return review
+
+
+def _broken_header_fields(
+    recipient: Recipient, fields: Sequence[str], items: Sequence[str]
+) -> list[str]:
+    """The header fields of one recipient that hold a line break or tab."""
+    broken = [f for f in fields if _has_break(recipient.fields.get(f))]
+    broken += [f for f in items if any(_has_break(item.get(f)) for item in recipient.items)]
+    return broken
+
+
+def _has_break(value: Any) -> bool:
+    return isinstance(value, str) and not value.isprintable() and bool(HEADER_BREAKS.search(value))
 
 
 def _fold_header(name: str) -> str:

@@ -16,7 +16,7 @@ from multiprocessing.pool import AsyncResult, Pool
 from typing import TypeVar
 
 from notify.compose import Outgoing
-from notify.errors import RenderError
+from notify.errors import RenderError, RunawayError
 from notify.incident import Incident
 from notify.messages.spool import Spool
 from notify.models import Recipient
@@ -150,6 +150,8 @@ def _check_span(
                 built.append((position, composer.compose(rendered).data))
             else:
                 composer.validate(rendered)
+        except RunawayError:
+            raise
         except RenderError as exc:
             problems.append(str(exc))
     return problems, built

@@ -74,7 +74,8 @@ def check_read_only(query: str, *, where: str, backslash_escapes: bool = False) 
 
 
 def resolve_url(raw: str, environ: Mapping[str, str]) -> str:
-    """Fill ${NAME} from the environment; a value inside a URL is percent-encoded to stay intact."""
+    """Fill ${NAME} from `environ` (.env and the environment); a value inside a URL is
+    percent-encoded to stay intact."""
     if (whole := _PLACEHOLDER.fullmatch(raw.strip())) is not None:
         return _variable(whole[1], environ)
     return _PLACEHOLDER.sub(lambda m: quote(_variable(m[1], environ), safe=""), raw)

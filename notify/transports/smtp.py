@@ -1,6 +1,8 @@
 """The relay over SMTP: one reused connection per transport.
 
-SMTP errors are translated here, once, into Outcomes or DeliveryErrors.
+SMTP errors are translated here, once, into Outcomes or DeliveryErrors. Each step of the
+conversation has its own deadline (steps.py), besides the timeout of each read: a relay
+that sends a byte now and then would otherwise hold a connection forever.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from notify.compose import Outgoing
 from notify.errors import AuthError, ConnectError, SenderRefusedError, SettingsError
 from notify.models import Outcome, State
 from notify.settings import Security, Settings, is_loopback
+from notify.transports.steps import TIMEOUT_SECONDS, SteppedSMTP, SteppedSMTPSSL
 
-TIMEOUT_SECONDS = 60
+GREETING_SECONDS = 60.0  # connecting, TLS for implicit TLS, and the relay's 220 greeting
+HELLO_SECONDS = 60.0  # EHLO, STARTTLS, EHLO again and AUTH, together; and QUIT
+MESSAGE_SECONDS = 120.0  # one message: MAIL, RCPT, DATA, the content, and the reply
 RECONNECT_PAUSES = (1.0, 2.0, 0.0)  # seconds before the 2nd and 3rd try; the 3rd failure stops
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _DATA = b"DATA\r\n"
@@ -82,7 +87,7 @@ class SmtpTransport:
         self.max_per_connection = max_per_connection
         self._sent_on_connection = 0
         self._context: ssl.SSLContext | None = None
-        self._connection: smtplib.SMTP | None = None
+        self._connection: SteppedSMTP | None = None
         self._pipelining = False
         if (
             settings.smtp_password
@@ -115,6 +120,7 @@ class SmtpTransport:
         When the relay offers PIPELINING (RFC 2920) the three commands go in one write and
         their replies are read together: two round trips per message instead of four."""
         connection = self._ready_connection()
+        connection.start_step("message", MESSAGE_SECONDS)
         try:
             envelope = self._envelope(connection, message)
         except smtplib.SMTPNotSupportedError:
@@ -132,7 +138,8 @@ class SmtpTransport:
             _write(connection, _dot_stuffed(message.data))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
-            return Outcome(message.key, State.DEFERRED, None, f"connection lost: {exc}")
+            why = _why(connection, exc)
+            return Outcome(message.key, State.DEFERRED, None, f"connection lost: {why}")
         try:
             code, reply = connection.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -141,12 +148,13 @@ class SmtpTransport:
                 message.key,
                 State.SENDING,
                 None,
-                f"connection lost after the message was sent, outcome unknown: {exc}",
+                "connection lost after the message was sent, outcome unknown: "
+                + _why(connection, exc),
             )
         self._sent_on_connection += 1
         return self._outcome(message, code, reply)
 
-    def _envelope(self, connection: smtplib.SMTP, message: Outgoing) -> _Envelope:
+    def _envelope(self, connection: SteppedSMTP, message: Outgoing) -> _Envelope:
         """MAIL FROM, RCPT TO and DATA as wire bytes, with the ESMTP options this relay takes."""
         options = ""
         if connection.does_esmtp and "8bitmime" in connection.esmtp_features:
@@ -164,7 +172,7 @@ class SmtpTransport:
         rcpt = f"RCPT TO:<{message.to}>\r\n".encode(encoding)
         return _Envelope(mail, rcpt, self._pipelining)
 
-    def _open_transaction(self, connection: smtplib.SMTP, envelope: _Envelope) -> _Reply:
+    def _open_transaction(self, connection: SteppedSMTP, envelope: _Envelope) -> _Reply:
         """Send the envelope and DATA; (354, ...) when the relay waits for the content.
 
         Otherwise the first reply that was not a success, tagged by which command got it."""
@@ -182,7 +190,7 @@ class SmtpTransport:
         envelope.failed = "data" if code != 354 else ""
         return code, reply
 
-    def _pipelined_replies(self, connection: smtplib.SMTP, envelope: _Envelope) -> _Reply:
+    def _pipelined_replies(self, connection: SteppedSMTP, envelope: _Envelope) -> _Reply:
         """The replies to a pipelined MAIL, RCPT, DATA, judged as if sent one by one.
 
         The first failure decides, exactly as without pipelining; the replies after it
@@ -215,7 +223,7 @@ class SmtpTransport:
             return self._sender_refused(message, code, reply)
         return self._outcome(message, code, reply)
 
-    def _ready_connection(self) -> smtplib.SMTP:
+    def _ready_connection(self) -> SteppedSMTP:
         """The open connection, renewed after the per-connection cap or a drop."""
         if self._connection is not None and self._sent_on_connection >= self.max_per_connection:
             self.close()
@@ -232,6 +240,7 @@ class SmtpTransport:
 
     def close(self) -> None:
         if self._connection is not None:
+            self._connection.start_step("goodbye", HELLO_SECONDS)
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._connection.quit()
             self._drop()
@@ -271,11 +280,12 @@ class SmtpTransport:
                 self._connection.close()
         self._connection = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> SteppedSMTP:
         """Open, secure and log in, translating every failure into one clear line."""
         where = f"{self.host}:{self.port}"
+        connection = self._new_connection()
         try:
-            connection = self._open_socket()
+            self._open_socket(connection)
             if self.settings.smtp_user and not connection.has_extn("auth"):
                 connection.close()
                 raise AuthError(
@@ -309,6 +319,14 @@ class SmtpTransport:
                 port=self.port,
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
+            if connection.overdue():
+                raise ConnectError(
+                    f"the relay at {where} sent {connection.overdue_text()} "
+                    "(it is stuck or overloaded); try again later, or check "
+                    "NOTIFY_SMTP_HOST and NOTIFY_SMTP_PORT in .env",
+                    host=self.host,
+                    port=self.port,
+                ) from exc
             raise ConnectError(
                 f"cannot talk to the relay at {where} ({exc or type(exc).__name__}); "
                 "check NOTIFY_SMTP_HOST, NOTIFY_SMTP_PORT and NOTIFY_SMTP_SECURITY in .env",
@@ -327,23 +345,20 @@ class SmtpTransport:
             self._context = ssl.create_default_context()
         return self._context
 
-    def _open_socket(self) -> smtplib.SMTP:
+    def _new_connection(self) -> SteppedSMTP:
+        """Not yet connected: the greeting's deadline starts as it connects."""
         hostname = socket.gethostname()
-        security = self.settings.smtp_security
-        if security is Security.TLS:
-            secure = smtplib.SMTP_SSL(
-                self.host,
-                self.port,
-                local_hostname=hostname,
-                timeout=TIMEOUT_SECONDS,
-                context=self._tls_context(),
+        if self.settings.smtp_security is Security.TLS:
+            return SteppedSMTPSSL(
+                local_hostname=hostname, timeout=TIMEOUT_SECONDS, context=self._tls_context()
             )
-            secure.ehlo_or_helo_if_needed()
-            return secure
-        connection = smtplib.SMTP(
-            self.host, self.port, local_hostname=hostname, timeout=TIMEOUT_SECONDS
-        )
-        if security is Security.STARTTLS:
+        return SteppedSMTP(local_hostname=hostname, timeout=TIMEOUT_SECONDS)
+
+    def _open_socket(self, connection: SteppedSMTP) -> None:
+        connection.start_step("greeting", GREETING_SECONDS)
+        connection.connect(self.host, self.port)
+        connection.start_step("hello (EHLO, STARTTLS, AUTH)", HELLO_SECONDS)
+        if self.settings.smtp_security is Security.STARTTLS:
             connection.ehlo()
             if not connection.has_extn("starttls"):
                 connection.close()
@@ -352,13 +367,15 @@ class SmtpTransport:
             connection.ehlo()
         else:
             connection.ehlo_or_helo_if_needed()
-        return connection
 
 
-def _write(connection: smtplib.SMTP, data: bytes) -> None:
-    if connection.sock is None:
-        raise smtplib.SMTPServerDisconnected("not connected")
-    connection.sock.sendall(data)
+def _write(connection: SteppedSMTP, data: bytes) -> None:
+    connection.fitted_socket().sendall(data)
+
+
+def _why(connection: SteppedSMTP, exc: BaseException) -> str:
+    """Why a connection was lost: a step past its deadline, or what the socket said."""
+    return connection.overdue_text() if connection.overdue() else str(exc)
 
 
 def _dot_stuffed(data: bytes) -> bytes:
