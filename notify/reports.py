@@ -276,6 +276,7 @@ def write_html(
         bar=charts.outcome_bar(found),
         timeline=charts.timeline(history or charts.History()),
         rows=[(row, row.as_dict(), row.outcome.replace(" ", "-")) for row in rows],
+        accounts=any(row.contact_value("account") for row in rows),
     )
 
 

@@ -93,7 +93,7 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
     ]
     index = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
     assert "2 messages written; nothing has left." in index
-    assert index.count('<tr><td class="num') == 2
+    assert index.count('<tr><td class="num muted index">') == 2
     assert "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
     assert 'href="messages/000002.html"' in index
     with (tmp_path / "p" / "summary.csv").open(encoding="utf-8-sig", newline="") as handle:
