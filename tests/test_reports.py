@@ -106,7 +106,7 @@ def test_html_escapes_what_the_export_holds():
     page = out.getvalue()
     assert "<script>" not in page and "<b>Eve</b>" not in page
     assert "&lt;b&gt;Eve&lt;/b&gt;" in page and "<title>Incident &lt;1&gt;</title>" in page
-    assert '<tr class="unreachable"><td class="outcome nowrap" data-label="Outcome">' in page
+    assert '<tr class="unreachable"><td class="outcome nowrap lead" data-label="Outcome">' in page
 
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1 555 0101", "-2+3", "@SUM(A1)", "\tx", "\rx"]
