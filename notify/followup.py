@@ -11,7 +11,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from notify.models import (
     State,
     Undelivered,
 )
+from notify.pages import charts
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
 from notify.settings import Settings
@@ -252,6 +253,7 @@ class IncidentReport:
     incident_id: str
     title: str
     rows: list[reports.ReportRow]
+    history: charts.History = field(default_factory=charts.History)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -271,10 +273,12 @@ def report(context: Context, incident_id: str) -> IncidentReport:
     contact = _contact_by_row(frame)
     known: dict[str, LedgerRecipient] = {}
     accepted_at: dict[str, datetime] = {}
+    bounced: list[datetime] = []
     if context.ledger_exists():
         ledger = context.ledger()
         known = {r.key: r for r in store.recipients(ledger, incident_id)}
         accepted_at = store.accepted_at(ledger, incident_id)
+        bounced = store.bounce_times(ledger, incident_id)
     rows: list[reports.ReportRow] = []
     sent_anyway: set[str] = set()
     for reject, row in zip(
@@ -289,8 +293,10 @@ def report(context: Context, incident_id: str) -> IncidentReport:
             rows.append(_report_row(entry.key, entry.email, place, entry, accepted_at, contact))
     for r in cleaned.recipients:
         place = (r.source, r.first_row)
-        rows.append(_report_row(r.key, r.email, place, known.get(r.key), accepted_at, contact))
-    return IncidentReport(incident_id, manifest.title, reports.ordered(rows))
+        made = _report_row(r.key, r.email, place, known.get(r.key), accepted_at, contact)
+        rows.append(replace(made, items=len(r.items) or len(r.rows)))
+    history = charts.History(sorted(accepted_at.values()), bounced)
+    return IncidentReport(incident_id, manifest.title, reports.ordered(reports.fold(rows)), history)
 
 
 def _held_back_key(reject: Reject) -> str | None:

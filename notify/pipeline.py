@@ -19,6 +19,7 @@ from notify.ledger import store, transitions
 from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
 from notify.models import Outcome, Recipient, RejectKind, RunSummary, State, Undelivered
+from notify.pages.review import review_summary
 from notify.rendering import summarise_problems
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
@@ -195,6 +196,7 @@ def preview(
     target = folder or context.workspace.default_preview_dir(incident_id)
     count = len(incident.cleaned.recipients) if limit is None else limit
     writer = PreviewWriter(target)
+    writer.describe(review_summary(report, target))
     with RenderPool(incident) as pool:
         try:
             summary = deliver(ListSource(pool.outgoing_first(count)), lambda: writer, NoRecord())

@@ -12,17 +12,18 @@ mark, so Excel shows accents right, and no cell that a spreadsheet would run as 
 from __future__ import annotations
 
 import csv
-import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from notify import pages
 from notify.cleaning.clean import BIDI_CONTROL, LEGACY_ENCODING
 from notify.errors import OutputError
-from notify.models import CleanResult, Reject, Review, State
+from notify.models import CleanResult, Reject, RejectKind, Review, State
+from notify.pages import charts
 
 # What each final state means for the operator, in the order the report lists them.
 UNREACHABLE = "unreachable"  # needs a personal follow-up
@@ -50,16 +51,63 @@ ROW_KINDS = {
 }
 FIXED_COLUMNS = [
     "outcome",
-    "state",
+    "name",
+    "phone",
+    "account",
+    "reason",
+    "server_said",
     "email",
     "sent_to",
-    "reason",
+    "items",
+    "state",
     "attempts",
     "accepted_at",
     "last_change",
     "source",
     "row",
 ]
+# Which export column holds a customer's name, phone, account: the first whose header
+# holds one of these words (lower case, spaces and underscores alike).
+CONTACT_WORDS = {
+    "name": ("name", "customer", "contact"),
+    "phone": ("phone", "tel", "mobile", "cell"),
+    "account": ("account", "customer id", "customer no", "customer number", "client id"),
+}
+# The server's words, read for what they mean: the first match wins.
+PLAIN_REASONS = [
+    (
+        re.compile(
+            r"\b5\.1\.[01]\b|no such (user|mailbox)|user unknown|unknown user|does not exist"
+            r"|mailbox unavailable|recipient rejected",
+            re.I,
+        ),
+        "no such mailbox",
+    ),
+    (
+        re.compile(r"\b5\.1\.2\b|host not found|domain not found|no such domain", re.I),
+        "no such domain",
+    ),
+    (
+        re.compile(
+            r"\b[45]\.2\.2\b|quota|mailbox (is )?full|over ?quota|insufficient storage", re.I
+        ),
+        "mailbox full",
+    ),
+    (re.compile(r"\b5\.7\.\d+\b|policy|spam|blocked|blacklist|denied", re.I), "refused by policy"),
+]
+STATE_WORDS = {
+    State.ACCEPTED.value: "delivered",
+    State.PENDING.value: "not sent yet",
+    State.SENDING.value: "being sent",
+    State.DEFERRED.value: "server asked to try later",
+    State.REFUSED.value: "refused by the server",
+    State.SOFT_BOUNCED.value: "bounced for now; will be sent again",
+    State.HARD_BOUNCED.value: "bounced for good",
+    State.ALTERNATE.value: "bounced; going to their other address",
+    State.BLOCKED.value: "refused by policy",
+    State.GAVE_UP.value: "kept failing; gave up",
+    State.SUPPRESSED.value: "bounced in an earlier incident; not sent",
+}
 
 
 @dataclass(frozen=True)
@@ -69,25 +117,56 @@ class ReportRow:
     state: str  # a State value, or "invalid address" for a row never sent to
     email: str
     sent_to: str
-    reason: str
+    reason: str  # the server's words (or why a row was not sent to)
     attempts: int
     accepted_at: datetime | None
     last_change: datetime | None
     source: str
-    row: int
-    contact: Mapping[str, str]  # every column of the export row
+    row: int  # the customer's first export row
+    contact: Mapping[str, str]  # every column of that export row
+    items: int = 1  # how many export rows (orders, items) are theirs
 
     @property
     def outcome(self) -> str:
         return OUTCOMES.get(self.state, NOT_YET)
 
+    @property
+    def plain_reason(self) -> str:
+        """What happened, in the words one says on the phone."""
+        if self.state == "invalid address":
+            kind = self.reason.split(":")[0]
+            return {
+                RejectKind.NO_ADDRESS.value: "no address in the export",
+                RejectKind.TYPO_DOMAIN.value: "likely typo in the address; held back",
+            }.get(kind, "invalid address")
+        if self.state not in (State.ACCEPTED.value, State.PENDING.value):
+            for pattern, words in PLAIN_REASONS:
+                if pattern.search(self.reason):
+                    return words
+        return STATE_WORDS.get(self.state, self.state)
+
+    def contact_value(self, what: str) -> str:
+        """The export's name, phone or account for this customer, guessed from the headers."""
+        for header, value in self.contact.items():
+            words = header.lower().replace("_", " ").replace("-", " ")
+            if any(word in words for word in CONTACT_WORDS[what]) and not (
+                what == "name" and "@" in value
+            ):
+                return value
+        return ""
+
     def as_dict(self) -> dict[str, object]:
         fixed = {
             "outcome": self.outcome,
-            "state": self.state,
+            "name": self.contact_value("name"),
+            "phone": self.contact_value("phone"),
+            "account": self.contact_value("account"),
+            "reason": self.plain_reason,
+            "server_said": self.reason,
             "email": self.email,
             "sent_to": self.sent_to,
-            "reason": self.reason,
+            "items": self.items,
+            "state": self.state,
             "attempts": self.attempts,
             "accepted_at": _when(self.accepted_at),
             "last_change": _when(self.last_change),
@@ -118,6 +197,27 @@ def reject_rows(
     ]
 
 
+def fold(rows: Sequence[ReportRow]) -> list[ReportRow]:
+    """One row per customer: rows with the same address (or, with none, the same name and
+    phone) become the first of them, counting the others as items."""
+    first: dict[tuple[str, ...], ReportRow] = {}
+    items: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        key = _customer(row)
+        first.setdefault(key, row)
+        items[key] = items.get(key, 0) + row.items
+    return [replace(row, items=items[key]) for key, row in first.items()]
+
+
+def _customer(row: ReportRow) -> tuple[str, ...]:
+    if row.email.strip():
+        return ("email", row.email.strip().lower())
+    name, phone = row.contact_value("name"), row.contact_value("phone")
+    if name or phone:
+        return ("contact", name.lower(), phone)
+    return ("row", row.source, str(row.row))
+
+
 def ordered(rows: Sequence[ReportRow]) -> list[ReportRow]:
     """Unreachable first, then not yet delivered, then delivered; source order within."""
     rank = {outcome: n for n, outcome in enumerate(OUTCOME_ORDER)}
@@ -141,35 +241,43 @@ def write_csv(rows: Sequence[ReportRow], out: IO[str]) -> None:
     writer.writerows([record.get(name, "") for name in header] for record in records)
 
 
-def write_report(rows: Sequence[ReportRow], path: Path, *, html_title: str | None) -> None:
+def write_report(
+    rows: Sequence[ReportRow],
+    path: Path,
+    *,
+    html_title: str | None,
+    history: charts.History | None = None,
+) -> None:
     """The report as a file: HTML when it has a title, else CSV (with a BOM, for Excel)."""
     if html_title is None:
         with open_csv(path) as out:
             write_csv(rows, out)
         return
     with _open_output(path, encoding="utf-8") as out:
-        write_html(rows, out, title=html_title)
+        write_html(rows, out, title=html_title, history=history)
 
 
-def write_html(rows: Sequence[ReportRow], out: IO[str], *, title: str) -> None:
-    """A standalone page: the counts, then one table row per customer (autoescaped)."""
-    records = [row.as_dict() for row in rows]
-    header = _header(records)
-    summary = ", ".join(f"{n} {outcome}" for outcome, n in counts(rows).items())
-    out.write(
-        '<!doctype html><html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "table{border-collapse:collapse}tr.unreachable{background:#fee}"
-        "tr.not-yet-delivered{background:#ffe}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p><table><tr>"
+def write_html(
+    rows: Sequence[ReportRow],
+    out: IO[str],
+    *,
+    title: str,
+    history: charts.History | None = None,
+) -> None:
+    """A standalone page: the numbers, an outcome bar and a timeline, then one row per
+    customer, the unreachable first (autoescaped)."""
+    found = counts(rows)
+    pages.stream(
+        "report.html.j2",
+        out,
+        title=title,
+        counts=found,
+        total=len(rows),
+        bar=charts.outcome_bar(found),
+        timeline=charts.timeline(history or charts.History()),
+        rows=[(row, row.as_dict(), row.outcome.replace(" ", "-")) for row in rows],
+        accounts=any(row.contact_value("account") for row in rows),
     )
-    out.write("".join(f"<th>{html.escape(name)}</th>" for name in header) + "</tr>\n")
-    for record in records:
-        css = str(record["outcome"]).replace(" ", "-")
-        cells = "".join(f"<td>{html.escape(str(record.get(name, '')))}</td>" for name in header)
-        out.write(f'<tr class="{css}">{cells}</tr>\n')
-    out.write("</table></body></html>\n")
 
 
 def _header(records: Sequence[Mapping[str, object]]) -> list[str]:

@@ -134,7 +134,7 @@ def test_previews_carry_the_files_and_the_index_lists_them(workspace, invoices, 
     ann = parse((folder / "000001-ann_example.com.eml").read_bytes())
     assert [name for name, _, _ in attached(ann)] == ["faq.pdf", "A-1.pdf", "A-3.pdf"]
     index = (folder / "index.html").read_text(encoding="utf-8")
-    assert "<td>faq.pdf; A-1.pdf; A-3.pdf</td>" in index
+    assert '<td data-label="Files">faq.pdf; A-1.pdf; A-3.pdf</td>' in index
     with (folder / "summary.csv").open(encoding="utf-8", newline="") as handle:
         summary = {row["to"]: row["attachments"] for row in csv.DictReader(handle)}
     assert summary["bob@example.com"] == "faq.pdf; B-2.pdf; B-2 terms.txt"

@@ -32,8 +32,11 @@ def test_dry_run_writes_previews_and_touches_nothing(workspace, run_cli, smtp_se
         "zoe@example.org",
     ]
     index = (folder / "index.html").read_text(encoding="utf-8")
-    assert 'href="000003-zoe_example.org.eml"' in index
-    assert "Zo\u00eb O&#x27;Brien" in index or "Sorry, Zo\u00eb O&#x27;Brien" in index
+    assert 'href="messages/000003.html"' in index
+    page = (folder / "messages" / "000003.html").read_text(encoding="utf-8")
+    assert 'href="../000003-zoe_example.org.eml"' in page
+    assert "<iframe" in page and "&lt;p&gt;Dear Zo\u00eb O&amp;#39;Brien,&lt;/p&gt;" in page
+    assert '<td data-label="Name">Zo\u00eb O&#39;Brien</td>' in index
     message = parse((folder / emls[0]).read_bytes())
     assert "order A-1: 49.00" in message.get_body(("plain",)).get_content()
     assert "order A-3: 5.00" in message.get_body(("plain",)).get_content()

@@ -84,13 +84,18 @@ def test_the_writer_lists_every_message_and_discard_removes_them(tmp_path):
         "000001-p0_x.example.eml",
         "000002-p1_x.example.eml",
         "index.html",
+        "messages",
         "summary.csv",
     ]
+    assert sorted(p.name for p in (tmp_path / "p" / "messages").iterdir()) == [
+        "000001.html",
+        "000002.html",
+    ]
     index = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
-    assert "<h1>2 preview(s)</h1>" in index
-    assert (
-        index.count("<tr><td>") == 2 and "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
-    )
+    assert "2 messages written; nothing has left." in index
+    assert index.count('<tr><td class="num muted index">') == 2
+    assert "Sorry &lt;Ann&gt;" in index and "Sorry &amp; Bob" in index
+    assert 'href="messages/000002.html"' in index
     with (tmp_path / "p" / "summary.csv").open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1:] == [

@@ -211,5 +211,5 @@ def test_every_customer_ends_in_the_report_with_a_reason(
     unreachable = {r["email"]: r for r in report if r["outcome"] == "unreachable"}
     assert set(unreachable) == {"t@gmial.com", "bad@@example.com", "fail-550@example.com"}
     assert all(r["reason"] for r in unreachable.values())
-    assert unreachable["t@gmial.com"]["reason"].startswith("likely typo domain")
+    assert unreachable["t@gmial.com"]["server_said"].startswith("likely typo domain")
     assert [r["outcome"] for r in report].count("delivered") == 5

@@ -14,6 +14,7 @@ from notify.models import CleanResult, LookAlike, Reject, Review
 from notify.reports import (
     ReportRow,
     counts,
+    fold,
     ordered,
     reject_rows,
     safe_cells,
@@ -51,13 +52,52 @@ def test_rejected_rows_carry_their_export_columns():
     )
 
 
-def test_csv_has_fixed_columns_then_every_export_column():
+def test_rows_of_one_customer_fold_into_one_counting_their_items():
+    rejects = [
+        Reject("x.csv", 3, "Email", "bob@@x", "not a valid address"),
+        Reject("x.csv", 5, "Email", "BOB@@x", "not a valid address"),
+        Reject("x.csv", 6, "Email", "", "no address"),
+        Reject("x.csv", 8, "Email", "", "no address"),
+    ]
+    contact = {("x.csv", 6): {"Name": "Eve"}, ("x.csv", 8): {"Name": "Eve"}}
+    folded = fold(reject_rows(rejects, contact))
+    assert [(r.email, r.row, r.items) for r in folded] == [("bob@@x", 3, 2), ("", 6, 2)]
+    assert counts(folded)["unreachable"] == 2
+
+
+def test_name_phone_and_account_come_first_guessed_from_the_export_headers():
     out = io.StringIO()
-    write_csv([row("gave-up", "d@x.io", 1, Phone="555"), row("accepted", "a@x.io", 2, Id="7")], out)
+    contact = {"Customer Name": "Ann", "Mobile": "555", "Account ID": "A-7", "Plan": "gold"}
+    write_csv([row("gave-up", "d@x.io", 1, **contact), row("accepted", "a@x.io", 2, Id="7")], out)
     records = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(records[0])[:3] == ["outcome", "state", "email"]
-    assert (records[0]["export: Phone"], records[0]["export: Id"]) == ("555", "")
+    assert list(records[0])[:7] == [
+        "outcome",
+        "name",
+        "phone",
+        "account",
+        "reason",
+        "server_said",
+        "email",
+    ]
+    assert [records[0][k] for k in ("name", "phone", "account")] == ["Ann", "555", "A-7"]
+    assert (records[0]["export: Plan"], records[0]["export: Id"]) == ("gold", "")
     assert records[1]["export: Id"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("state", "said", "words"),
+    [
+        ("hard-bounced", "550 5.1.1 <d@x.io>: Recipient address rejected", "no such mailbox"),
+        ("soft-bounced", "552 5.2.2 Mailbox full", "mailbox full"),
+        ("refused", "554 5.7.1 Message refused by policy", "refused by policy"),
+        ("gave-up", "421 try later", "kept failing; gave up"),
+        ("invalid address", "not a valid address: no @", "invalid address"),
+        ("accepted", "250 ok", "delivered"),
+    ],
+)
+def test_the_reason_is_said_in_plain_words_with_the_server_words_behind(state, said, words):
+    made = ReportRow(state, "d@x.io", "", said, 1, None, None, "x.csv", 1, {})
+    assert (made.as_dict()["reason"], made.as_dict()["server_said"]) == (words, said)
 
 
 def test_html_escapes_what_the_export_holds():
@@ -66,7 +106,7 @@ def test_html_escapes_what_the_export_holds():
     page = out.getvalue()
     assert "<script>" not in page and "<b>Eve</b>" not in page
     assert "&lt;b&gt;Eve&lt;/b&gt;" in page and "<title>Incident &lt;1&gt;</title>" in page
-    assert '<tr class="unreachable">' in page
+    assert '<tr class="unreachable"><td class="outcome nowrap lead" data-label="Outcome">' in page
 
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1 555 0101", "-2+3", "@SUM(A1)", "\tx", "\rx"]

@@ -152,10 +152,14 @@ def report(incident_id: str, workspace_dir: Path, output_format: str, output: Pa
     title = f"Incident {incident_id}: {result.title}"
     if output is not None:
         reports.write_report(
-            result.rows, output, html_title=title if output_format == "html" else None
+            result.rows,
+            output,
+            html_title=title if output_format == "html" else None,
+            history=result.history,
         )
     elif output_format == "html":
-        reports.write_html(result.rows, click.get_text_stream("stdout", "utf-8"), title=title)
+        stdout = click.get_text_stream("stdout", "utf-8")
+        reports.write_html(result.rows, stdout, title=title, history=result.history)
     else:
         reports.write_csv(result.rows, click.get_text_stream("stdout", "utf-8"))
     if output is not None:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from notify.errors import LedgerError
 from notify.ledger.schema import (
+    bounces_table,
     events_table,
     fingerprints_table,
     metadata,
@@ -499,6 +500,18 @@ def accepted_at(ledger: Ledger, incident_id: str) -> dict[str, datetime]:
     )
     with ledger.engine.connect() as connection:
         return {key: as_utc(at) for key, at in connection.execute(query)}
+
+
+def bounce_times(ledger: Ledger, incident_id: str) -> list[datetime]:
+    """When each bounce of this incident was read, oldest first, for the report's timeline."""
+    table = bounces_table
+    query = (
+        sa.select(table.c.read_at)
+        .where(table.c.incident_id == incident_id)
+        .order_by(table.c.read_at)
+    )
+    with ledger.engine.connect() as connection:
+        return [as_utc(at) for (at,) in connection.execute(query)]
 
 
 def suppressed(ledger: Ledger, keys: Iterable[str] | None = None) -> dict[str, str]:
