@@ -12,6 +12,7 @@
     │   └── RunawayError            a template ran past its time or size limit: stops at once
     ├── LedgerError                 the delivery ledger cannot be opened or written
     ├── BounceError                 a bounce mailbox cannot be read
+    ├── ReplyError                  a customer's reply to mark answered is not in the ledger
     ├── OutputError                 a report, preview or check file cannot be written (path)
     ├── ConfirmationError           exit 2: sending needs --yes without a terminal
     ├── StoppedError                a send stopped part way: its cause's line and exit code
@@ -101,6 +102,10 @@ class LedgerError(NotifyError):
 
 class BounceError(NotifyError):
     """A bounce source (mbox, Maildir, IMAP) cannot be read."""
+
+
+class ReplyError(NotifyError):
+    """A customer's reply named on the command line is not in the ledger."""
 
 
 class OutputError(NotifyError):

@@ -7,6 +7,7 @@ and the report only reads.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from notify.cleaning.clean import clean
 from notify.compose import Outgoing
 from notify.errors import LedgerError, RenderError
 from notify.incident import Incident, fingerprints, load_incident
-from notify.ledger import Ledger, claims, store, transitions
+from notify.ledger import Ledger, claims, inbox, store, transitions
 from notify.ledger.claims import Claim, Sender
 from notify.ledger.store import LedgerRecipient
 from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
@@ -274,11 +275,13 @@ def report(context: Context, incident_id: str) -> IncidentReport:
     known: dict[str, LedgerRecipient] = {}
     accepted_at: dict[str, datetime] = {}
     bounced: list[datetime] = []
+    waiting: dict[str, inbox.RecordedReply] = {}
     if context.ledger_exists():
         ledger = context.ledger()
         known = {r.key: r for r in store.recipients(ledger, incident_id)}
         accepted_at = store.accepted_at(ledger, incident_id)
         bounced = store.bounce_times(ledger, incident_id)
+        waiting = inbox.waiting(ledger, incident_id)
     rows: list[reports.ReportRow] = []
     sent_anyway: set[str] = set()
     for reject, row in zip(
@@ -290,11 +293,13 @@ def report(context: Context, incident_id: str) -> IncidentReport:
         elif entry.key not in sent_anyway:  # sent with --allow-typo-domains: its outcome
             sent_anyway.add(entry.key)
             place = (reject.source, reject.row)
-            rows.append(_report_row(entry.key, entry.email, place, entry, accepted_at, contact))
+            outcome = _report_row(entry.key, entry.email, place, entry, accepted_at, contact)
+            rows.append(_with_reply(outcome, waiting.get(entry.key)))
     for r in cleaned.recipients:
         place = (r.source, r.first_row)
         made = _report_row(r.key, r.email, place, known.get(r.key), accepted_at, contact)
-        rows.append(replace(made, items=len(r.items) or len(r.rows)))
+        made = replace(made, items=len(r.items) or len(r.rows))
+        rows.append(_with_reply(made, waiting.get(r.key)))
     history = charts.History(sorted(accepted_at.values()), bounced)
     return IncidentReport(incident_id, manifest.title, reports.ordered(reports.fold(rows)), history)
 
@@ -328,6 +333,14 @@ def _report_row(
         row=place[1],
         contact=contact.get(place, {}),
     )
+
+
+def _with_reply(row: reports.ReportRow, reply: inbox.RecordedReply | None) -> reports.ReportRow:
+    """The row of a customer whose reply waits for an answer carries its first lines."""
+    if reply is None:
+        return row
+    excerpt = reply.excerpt or "(no text)"
+    return dataclasses.replace(row, reply=excerpt, replied_at=reply.received_at)
 
 
 def _contact_by_row(frame: pd.DataFrame) -> dict[tuple[str, int], dict[str, str]]:

@@ -26,10 +26,11 @@ from notify.models import CleanResult, Reject, RejectKind, Review, State
 from notify.pages import charts
 
 # What each final state means for the operator, in the order the report lists them.
+AWAITING_ANSWER = "replied, waiting for an answer"  # asked something: answer them first
 UNREACHABLE = "unreachable"  # needs a personal follow-up
 NOT_YET = "not yet delivered"  # notify is still on it (or a send is owed)
 DELIVERED = "delivered"
-OUTCOME_ORDER = (UNREACHABLE, NOT_YET, DELIVERED)
+OUTCOME_ORDER = (AWAITING_ANSWER, UNREACHABLE, NOT_YET, DELIVERED)
 OUTCOMES: dict[str, str] = {
     "invalid address": UNREACHABLE,
     State.HARD_BOUNCED.value: UNREACHABLE,
@@ -57,6 +58,8 @@ FIXED_COLUMNS = [
     "reason",
     "server_said",
     "email",
+    "reply",
+    "replied_at",
     "sent_to",
     "items",
     "state",
@@ -125,10 +128,12 @@ class ReportRow:
     row: int  # the customer's first export row
     contact: Mapping[str, str]  # every column of that export row
     items: int = 1  # how many export rows (orders, items) are theirs
+    reply: str = ""  # the first lines of the customer's reply that waits for an answer
+    replied_at: datetime | None = None
 
     @property
     def outcome(self) -> str:
-        return OUTCOMES.get(self.state, NOT_YET)
+        return AWAITING_ANSWER if self.reply else OUTCOMES.get(self.state, NOT_YET)
 
     @property
     def plain_reason(self) -> str:
@@ -164,6 +169,8 @@ class ReportRow:
             "reason": self.plain_reason,
             "server_said": self.reason,
             "email": self.email,
+            "reply": self.reply,
+            "replied_at": _when(self.replied_at),
             "sent_to": self.sent_to,
             "items": self.items,
             "state": self.state,
@@ -219,14 +226,17 @@ def _customer(row: ReportRow) -> tuple[str, ...]:
 
 
 def ordered(rows: Sequence[ReportRow]) -> list[ReportRow]:
-    """Unreachable first, then not yet delivered, then delivered; source order within."""
+    """Who waits for an answer first, then the unreachable, then not yet delivered, then
+    delivered; source order within."""
     rank = {outcome: n for n, outcome in enumerate(OUTCOME_ORDER)}
     return sorted(rows, key=lambda r: (rank[r.outcome], r.source, r.row))
 
 
 def counts(rows: Sequence[ReportRow]) -> dict[str, int]:
-    """How many customers ended in each outcome."""
-    found = {outcome: 0 for outcome in OUTCOME_ORDER}
+    """How many customers ended in each outcome; waiting for an answer only when any do."""
+    found = {outcome: 0 for outcome in OUTCOME_ORDER if outcome != AWAITING_ANSWER}
+    if any(row.reply for row in rows):
+        found = {AWAITING_ANSWER: 0, **found}
     for row in rows:
         found[row.outcome] += 1
     return found

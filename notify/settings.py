@@ -92,11 +92,20 @@ class Settings:
     dkim_selector: str | None = None
     dkim_key: str | None = None  # the PEM file's path; signing.py reads the key itself
     dkim_domain: str | None = None  # None: the From domain
+    # The Reply-To mailbox when it is not the bounce one; None: the NOTIFY_IMAP_* value.
+    reply_imap_host: str | None = None
+    reply_imap_port: int | None = None
+    reply_imap_security: Security | None = None
+    reply_imap_user: str | None = None
+    reply_imap_password: str | None = field(default=None, repr=False)
+    reply_imap_folder: str | None = None
 
     def __post_init__(self) -> None:
         # The modes are compared by identity; a caller may pass the plain words.
         object.__setattr__(self, "smtp_security", Security(self.smtp_security))
         object.__setattr__(self, "imap_security", Security(self.imap_security))
+        if self.reply_imap_security is not None:
+            object.__setattr__(self, "reply_imap_security", Security(self.reply_imap_security))
 
     def smtp_where(self) -> str:
         return f"{self.smtp_host}:{self.smtp_port}"
@@ -190,6 +199,12 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
             f"NOTIFY_IMAP_SECURITY={imap_security!r} is not one of tls, starttls, none; "
             "fix it in .env"
         )
+    reply_security = (text("NOTIFY_REPLY_IMAP_SECURITY") or "").lower() or None
+    if reply_security is not None and reply_security not in Security.__members__.values():
+        raise SettingsError(
+            f"NOTIFY_REPLY_IMAP_SECURITY={reply_security!r} is not one of tls, starttls, none; "
+            "fix it in .env"
+        )
     return Settings(
         smtp_host=text("NOTIFY_SMTP_HOST"),
         smtp_port=_integer(env, "NOTIFY_SMTP_PORT", _DEFAULT_PORTS[security], 1, 65535),
@@ -215,6 +230,12 @@ def load_settings(workspace: Workspace, environ: Mapping[str, str]) -> Settings:
         dkim_selector=text("NOTIFY_DKIM_SELECTOR"),
         dkim_key=text("NOTIFY_DKIM_KEY"),
         dkim_domain=text("NOTIFY_DKIM_DOMAIN"),
+        reply_imap_host=text("NOTIFY_REPLY_IMAP_HOST"),
+        reply_imap_port=_integer(env, "NOTIFY_REPLY_IMAP_PORT", 0, 1, 65535) or None,
+        reply_imap_security=Security(reply_security) if reply_security else None,
+        reply_imap_user=text("NOTIFY_REPLY_IMAP_USER"),
+        reply_imap_password=env.get("NOTIFY_REPLY_IMAP_PASSWORD") or None,
+        reply_imap_folder=text("NOTIFY_REPLY_IMAP_FOLDER"),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from notify import schedule
-from notify.ledger import SCHEMA_VERSION, Ledger, store
+from notify.ledger import SCHEMA_VERSION, Ledger, inbox, store
 from notify.ledger.claims import SenderInfo, fleet, in_flight
 from notify.manifest import load_manifest
 from notify.models import State
@@ -26,6 +26,7 @@ class StatusReport:
     due: str
     in_flight: int = 0  # SENDING rows a live sender holds; the rest of SENDING is in doubt
     senders: list[SenderInfo] = field(default_factory=list)
+    awaiting_answer: int = 0  # customers who replied and wait for an answer
 
     @property
     def in_doubt(self) -> int:
@@ -38,6 +39,7 @@ class StatusReport:
             "in_flight": self.in_flight,
             "in_doubt": self.in_doubt,
             "total": sum(self.counts.values()),
+            "awaiting_answer": self.awaiting_answer,
             "due": self.due,
             "senders": [asdict(s) for s in self.senders],
         }
@@ -59,13 +61,25 @@ def status(context: Context, incident_id: str) -> StatusReport:
     if counts[State.DEFERRED] or counts[State.SOFT_BOUNCED]:
         scheduled = store.recipients(ledger, incident_id, states=store.RESENT_STATES)
         next_due = schedule.next_due(scheduled, settings.resend_schedule)
-    due = _what_is_due(incident_id, counts, next_due)
+    awaiting = len(inbox.waiting(ledger, incident_id))
+    due = _what_is_due(incident_id, counts, next_due, awaiting=awaiting)
     return StatusReport(
-        incident_id, counts, due, in_flight(ledger, incident_id), fleet(ledger, incident_id)
+        incident_id,
+        counts,
+        due,
+        in_flight(ledger, incident_id),
+        fleet(ledger, incident_id),
+        awaiting,
     )
 
 
-def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: datetime | None) -> str:
+def _what_is_due(
+    incident_id: str,
+    counts: Mapping[State, int],
+    next_due: datetime | None,
+    *,
+    awaiting: int = 0,
+) -> str:
     """The next thing to do, most urgent first; several clauses when several apply."""
     if sum(counts.values()) == 0:
         return f"nothing sent yet: run notify check --incident {incident_id}"
@@ -75,6 +89,11 @@ def _what_is_due(incident_id: str, counts: Mapping[State, int], next_due: dateti
         counts[s] for s in (State.HARD_BOUNCED, State.GAVE_UP, State.REFUSED, State.SUPPRESSED)
     )
     clauses = []
+    if awaiting:  # a customer who asked and never heard back is the worst outcome
+        clauses.append(
+            f"{awaiting} replied and wait for an answer: notify report --incident "
+            f"{incident_id} lists them first"
+        )
     if owed:
         clauses.append(
             f"{owed + counts[State.DEFERRED]} not yet accepted: run notify send "

@@ -72,9 +72,10 @@ def test_open_creates_the_folder_the_schema_and_records_the_version(ledger_path:
         (3, "bounces, suppressions; alternate address and re-sends on recipients"),
         (4, "history indexed by incident, in the order it was written"),
         (5, "history names each event; a claim reserves without changing the state"),
+        (6, "customers' replies, and whether each was answered"),
     ]
-    assert SCHEMA_VERSION == 5
-    assert {"bounces", "suppressions"} <= tables
+    assert SCHEMA_VERSION == 6
+    assert {"bounces", "suppressions", "replies"} <= tables
 
 
 def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_a_version_1_ledger_gains_the_claim_columns(ledger_path: Path) -> None:
     columns = {name for (_, name, *_) in rows(ledger_path, "PRAGMA table_info(recipients)")}
     assert {"claimed_by", "lease_until", "alt_email", "sent_to", "resends"} <= columns
     versions = [v for (v,) in rows(ledger_path, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6]
     indexes = {name for (_, name, *_) in rows(ledger_path, "PRAGMA index_list(events)")}
     assert indexes == {"events_by_incident"}  # the per-recipient one is gone
 

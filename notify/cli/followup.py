@@ -1,4 +1,4 @@
-"""The commands for after the send: bounces, resend, report, schedule, suppressions.
+"""The commands for after the send: bounces, replies, resend, report, schedule, suppressions.
 
 Like the rest of the command line, each parses options, calls one verb of
 `notify.followup` and prints; `notify.cli` adds them to the `notify` group.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from notify import followup, reports
+from notify import followup, inbox, reports
 from notify.cli.options import (
     MAX_LISTED_UNDELIVERED,
     as_utc,
@@ -79,6 +79,80 @@ def bounces(
     if run.moved:
         click.echo(f"Moved {run.moved} matched message(s) to {move_to}.")
     click.echo(f"Next: notify status --incident {incident_id}")
+
+
+@click.command()
+@incident_option
+@workspace_option
+@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path), help="An mbox file.")
+@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), help="A Maildir.")
+@click.option(
+    "--imap",
+    is_flag=True,
+    help="The Reply-To mailbox: NOTIFY_REPLY_IMAP_*, else NOTIFY_IMAP_* (IMAPS by default).",
+)
+@click.option(
+    "--move-to",
+    metavar="FOLDER",
+    help="Move the replies matched to this incident into FOLDER (default: leave all mail).",
+)
+@click.option(
+    "--answered",
+    metavar="ADDRESS",
+    help="Mark every reply from ADDRESS answered instead of reading a mailbox.",
+)
+@now_option
+def replies(
+    incident_id: str,
+    workspace_dir: Path,
+    mbox: Path | None,
+    maildir: Path | None,
+    imap: bool,
+    move_to: str | None,
+    answered: str | None,
+    now: datetime | None,
+) -> None:
+    """Read customers' replies, match each to its customer and record it once."""
+    given = sum((mbox is not None, maildir is not None, imap))
+    if answered is not None:
+        if given or move_to:
+            raise click.UsageError("give --answered ADDRESS alone, without a mailbox")
+        found, newly = inbox.mark_answered(
+            open_context(workspace_dir), incident_id, answered, now=as_utc(now)
+        )
+        click.echo(f"{answered}: {newly} of {found} reply(ies) marked answered.")
+        click.echo(f"Next: notify status --incident {incident_id}")
+        return
+    if given != 1:
+        raise click.UsageError("give exactly one of --mbox FILE, --maildir DIR or --imap")
+    run = inbox.read_replies(
+        open_context(workspace_dir),
+        incident_id,
+        mbox=mbox,
+        maildir=maildir,
+        imap=imap,
+        move_to=move_to,
+        now=as_utc(now),
+    )
+    _print_replies(run, incident_id, move_to)
+
+
+def _print_replies(run: inbox.ReplyRun, incident_id: str, move_to: str | None) -> None:
+    click.echo(f"Read {run.read} message(s) from {run.where}:")
+    click.echo(f"  replies recorded     {run.recorded:>8}")
+    for how, count in sorted(run.by_match.items()):
+        click.echo(f"    matched by {how:<10} {count:>8}")
+    click.echo(f"  already recorded     {run.already_recorded:>8}")
+    click.echo(f"  auto-replies         {run.auto_replies:>8}")
+    click.echo(f"  bounces              {run.bounces:>8}")
+    click.echo(f"  unmatched            {len(run.unmatched):>8}")
+    for unmatched in run.unmatched[:MAX_LISTED_UNDELIVERED]:
+        click.echo(f"  message {unmatched.mail_id}: {unmatched.reason}; left in the mailbox")
+    if len(run.unmatched) > MAX_LISTED_UNDELIVERED:
+        click.echo(f"  ... and {len(run.unmatched) - MAX_LISTED_UNDELIVERED} more")
+    if run.moved:
+        click.echo(f"Moved {run.moved} matched message(s) to {move_to}.")
+    click.echo(f"Next: notify report --incident {incident_id} lists who waits for an answer")
 
 
 @click.command()
@@ -216,4 +290,4 @@ def suppressions_lift(workspace_dir: Path, addresses: tuple[str, ...]) -> None:
         click.echo(f"{address}: {'lifted' if address.lower() in lifted else 'was not suppressed'}")
 
 
-COMMANDS = [bounces, resend, report, schedule, suppressions]
+COMMANDS = [bounces, replies, resend, report, schedule, suppressions]

@@ -162,6 +162,7 @@ def _print_status(report: standing.StatusReport) -> None:
             click.echo(f"  {'in doubt':<12} {report.in_doubt:>8}")
         else:
             click.echo(f"  {state.value:<12} {count:>8}")
+    click.echo(f"Replied, waiting for an answer: {report.awaiting_answer}")
     active = [s for s in report.senders if not s.finished]
     if report.senders:
         click.echo(f"Senders ({len(active)} active):")

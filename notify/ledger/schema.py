@@ -115,6 +115,22 @@ suppressions_table = sa.Table(  # addresses that bounced for good: never mailed 
     sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+replies_table = (
+    sa.Table(  # each customer's reply read, once: its fingerprint makes a re-read a no-op
+        "replies",
+        metadata,
+        sa.Column("fingerprint", sa.String(64), primary_key=True),
+        sa.Column("incident_id", sa.String(64), nullable=False),
+        sa.Column("key", sa.String(320), nullable=False),
+        sa.Column("address", sa.String(320), nullable=False),  # the From: of the reply
+        sa.Column("subject", sa.Text),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),  # Date:, else read
+        sa.Column("excerpt", sa.Text, nullable=False),  # its first lines, quotes and signature cut
+        sa.Column("answered_at", sa.DateTime(timezone=True)),  # None: the customer waits
+        sa.Index("replies_by_recipient", "incident_id", "key"),
+    )
+)
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -153,6 +169,7 @@ MIGRATIONS: dict[int, Migration] = {
         "history names each event; a claim reserves without changing the state",
         columns=((events_table, "event"),),
     ),
+    6: Migration("customers' replies, and whether each was answered", (replies_table,)),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
