@@ -14,6 +14,7 @@ import binascii
 import functools
 import hashlib
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,6 +136,10 @@ class Composer:
         token = token or recipient_token(self.incident_id, key)
         return f"<{token}.{self.incident_id}@{self.domain}>"
 
+    def test_message_id(self) -> str:
+        """A Message-ID of its own for a test send, marked as one, on the From domain."""
+        return f"<test-{secrets.token_hex(12)}.{self.incident_id}@{self.domain}>"
+
     def envelope_from(self, key: str) -> str:
         """The return path; 'bounces@x' becomes 'bounces+TOKEN@x' so bounces name a recipient."""
         if not self.return_path:
@@ -142,11 +147,16 @@ class Composer:
         local, _, domain = self.return_path.rpartition("@")
         return f"{local}+{recipient_token(self.incident_id, key)}@{domain}"
 
-    def compose(self, rendered: Rendered, *, when: datetime | None = None) -> Outgoing:
-        """One recipient's message, refusing any header value that could break the header."""
+    def compose(
+        self, rendered: Rendered, *, when: datetime | None = None, test: bool = False
+    ) -> Outgoing:
+        """One recipient's message, refusing any header value that could break the header.
+
+        A `test` message (a test send) has its own Message-ID and a return path without
+        the recipient's token: nothing that comes back for it can touch the customer."""
         recipient = rendered.recipient
         name, subject = self._header_values(rendered)
-        message_id = self.message_id(recipient.key)
+        message_id = self.test_message_id() if test else self.message_id(recipient.key)
         headers = [
             self._from_header,
             f"To: {format_address(name, recipient.email, header='To')}",
@@ -164,7 +174,9 @@ class Composer:
             data = self.signer.sign(data)
         built = (
             recipient.key,
-            self.envelope_from(recipient.key),
+            self.return_path or self.sender.addr_spec
+            if test
+            else self.envelope_from(recipient.key),
             recipient.email,
             message_id,
             data,

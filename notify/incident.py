@@ -96,6 +96,17 @@ class Incident:
             chunk = missing[start : start + SIZE_CHUNK]
             yield from zip(chunk, (len(m.data) for m in build(chunk)), strict=True)
 
+    def customer(self, address: str) -> Recipient:
+        """The recipient an operator names by address (--customer), or one clear error."""
+        checked = normalise_address(address)
+        position = None if isinstance(checked, str) else self._positions.get(checked[0])
+        if position is None:
+            raise ManifestError(
+                f"--customer {address}: no recipient of incident {self.incident_id} has this "
+                "address; give one from the export (see notify check's counts)"
+            )
+        return self.cleaned.recipients[position]
+
     def _position(self, key: str) -> int:
         position = self._positions.get(key)
         if position is None:

@@ -20,7 +20,7 @@ from notify.messages.pool import RenderPool
 from notify.messages.spool import Spool
 from notify.models import Outcome, Recipient, RejectKind, RunSummary, State, Undelivered
 from notify.pages.review import review_summary
-from notify.rendering import summarise_problems
+from notify.rendering import render, summarise_problems
 from notify.transports.preview import PreviewWriter
 from notify.transports.protocol import Transport
 from notify.transports.redirect import RedirectTransport
@@ -277,13 +277,22 @@ def test_send(
     *,
     address: str,
     limit: int = 1,
+    customer: str | None = None,
     allow_typo_domains: bool = False,
 ) -> SendResult:
-    """Real recipients' messages, delivered to the operator's address; nobody marked as sent."""
+    """Real recipients' messages (the first `limit`, or the one `customer` names), each
+    with its own Message-ID and return path, delivered to the operator's address: no
+    customer's record is touched, whatever comes back."""
     report = check(context, incident_id, allow_typo_domains=allow_typo_domains)
     require_ok(report)
     incident = report.incident
-    messages = list(incident.outgoing(incident.cleaned.recipients[:limit]))
+    chosen = [incident.customer(customer)] if customer else incident.cleaned.recipients[:limit]
+    messages = [
+        incident.composer.compose(
+            render(incident.templates, recipient, incident.template_context), test=True
+        )
+        for recipient in chosen
+    ]
     sizes = [(incident.recipient(m.key), len(m.data)) for m in messages]
     relay = incident.settings.smtp_where()
     transport: Transport = RedirectTransport(

@@ -372,3 +372,58 @@ def test_a_relay_trickling_one_reply_costs_one_deadline_and_the_rest_is_sent(
         "ann@example.com",
         "bob@example.com",
     ]
+
+
+def test_a_test_send_has_its_own_identity_and_picks_the_named_customer(
+    workspace, run_cli, smtp_server
+):
+    workspace.smtp(smtp_server, return_path="bounces@acme.example")
+    result = run_cli(
+        workspace,
+        "send",
+        "--incident",
+        "42",
+        "--to",
+        "me@acme.example",
+        "--customer",
+        "ZOE@example.org",
+    )
+    assert result.exit_code == 0, result.output
+    received = smtp_server.messages[0]
+    message = parse(received.data)
+    assert message["To"].addresses[0].addr_spec == "zoe@example.org"
+    assert message["Message-ID"].startswith("<test-")
+    assert message["Message-ID"].endswith(".42@acme.example>")
+    assert received.mail_from == "bounces@acme.example"  # no customer's VERP token
+
+
+def test_customer_must_be_one_of_the_incident(workspace, run_cli, smtp_server):
+    workspace.smtp(smtp_server)
+    result = run_cli(
+        workspace, "send", "--incident", "42", "--to", "me@acme.example", "--customer", "x@y.org"
+    )
+    assert result.exit_code == 3
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --customer x@y.org: no recipient of incident 42 has this address; give one "
+        "from the export (see notify check's counts)"
+    )
+    assert smtp_server.messages == []
+
+
+def test_a_bounce_of_a_test_send_changes_no_customer(workspace, run_cli, smtp_server, tmp_path):
+    from tests.bounce_factory import dsn, write_mbox
+
+    workspace.smtp(smtp_server, return_path="bounces@acme.example")
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 0
+    smtp_server.reset()
+    # The worst case: a test send to a customer's own address, which then bounces.
+    test = run_cli(workspace, "send", "--incident", "42", "--to", "ann@example.com")
+    assert test.exit_code == 0, test.output
+    box = tmp_path / "bounces.mbox"
+    write_mbox(box, [dsn(smtp_server.messages[0], status="5.1.1", diagnostic="550 no such user")])
+    read = run_cli(workspace, "bounces", "--incident", "42", "--mbox", str(box))
+    assert "returns a test send, which no customer's record is touched by" in read.output
+    status = json.loads(run_cli(workspace, "status", "--incident", "42", "--json").output)
+    assert status["counts"]["accepted"] == 3 and status["counts"]["hard-bounced"] == 0
+    listed = run_cli(workspace, "suppressions", "list")
+    assert "ann@example.com" not in listed.output

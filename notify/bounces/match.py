@@ -9,6 +9,7 @@ from notify.bounces.parse import Bounce
 from notify.ledger import Ledger, store
 from notify.ledger.store import LedgerRecipient
 
+TEST_PREFIX = "test-"  # a test send's Message-ID: <test-RANDOM.INCIDENT@domain>
 _MESSAGE_ID_TOKEN = re.compile(r"<?([0-9a-f]{24})\.")  # our Message-IDs: <TOKEN.INCIDENT@domain>
 
 
@@ -20,6 +21,8 @@ class Matcher:
         self._by_address: dict[str, LedgerRecipient] | None = None
 
     def find(self, bounce: Bounce) -> tuple[LedgerRecipient | None, str]:
+        if any(m.lstrip("<").startswith(TEST_PREFIX) for m in bounce.original_message_ids):
+            return None, "returns a test send, which no customer's record is touched by"
         tokens = [*bounce.verp_tokens, *_message_id_tokens(bounce.original_message_ids)]
         found = store.by_tokens(self.ledger, tokens)
         ours = [r for r in found.values() if r.incident_id == self.incident_id]

@@ -58,6 +58,11 @@ def check(incident_id: str, workspace_dir: Path, allow_typo_domains: bool, offli
     "--to", "test_address", type=AddressType(), help="Test send: deliver to ADDRESS only."
 )
 @click.option(
+    "--customer",
+    metavar="EMAIL",
+    help="With --to: test-send this customer's message (default: the first customer's).",
+)
+@click.option(
     "--accept-changes",
     is_flag=True,
     help="Go on although templates or export changed since this incident was first sent.",
@@ -71,6 +76,7 @@ def send(
     yes: bool,
     limit: int | None,
     test_address: str | None,
+    customer: str | None,
     accept_changes: bool,
     allow_typo_domains: bool,
 ) -> None:
@@ -91,12 +97,15 @@ def send(
         click.echo(f"Open {result.preview_dir / 'index.html'} to browse them.")
         click.echo(f"Next: notify send --incident {incident_id} --to you@your.domain (a test send)")
         return
+    if customer and not test_address:
+        raise click.UsageError("--customer goes with --to ADDRESS (a test send)")
     if test_address:
         result = pipeline.test_send(
             context,
             incident_id,
             address=test_address,
             limit=limit or 1,
+            customer=customer,
             allow_typo_domains=allow_typo_domains,
         )
         s = result.summary
