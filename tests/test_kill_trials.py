@@ -26,9 +26,7 @@ def options(tmp_path: Path) -> kill_trials.Options:
 
 @pytest.mark.parametrize(
     ("scenario", "moment", "recipients"),
-    # A killed `resend` is measured by bench/kill_trials.py (--scenarios resend); its
-    # re-runs do not yet always settle what the killed one held (see bench/README.md).
-    [("send-c2", "mid", 80), ("send-c4", "mid", 100)],
+    [("send-c2", "mid", 80), ("send-c4", "mid", 100), ("resend", "mid", 60)],
 )
 def test_a_killed_run_and_its_reruns_send_each_message_once(
     tmp_path: Path, clean_environ: None, scenario: str, moment: str, recipients: int

@@ -473,7 +473,13 @@ def recipients(
     if states is not None:
         query = query.where(table.c.state.in_([s.value for s in states]))
     if unclaimed:
-        query = query.where(sa.or_(table.c.claimed_by.is_(None), table.c.lease_until < time.time()))
+        query = query.where(
+            sa.or_(
+                table.c.claimed_by.is_(None),
+                table.c.claimed_by.in_(list(dead)),
+                table.c.lease_until < time.time(),
+            )
+        )
     with ledger.engine.connect() as connection:
         rows = connection.execute(query.order_by(table.c.first_row)).all()
     return [_recipient(row) for row in rows]
