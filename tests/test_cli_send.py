@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import Counter
 from email import message_from_bytes, policy
 
 from tests.conftest import make_rows
@@ -427,3 +428,31 @@ def test_a_bounce_of_a_test_send_changes_no_customer(workspace, run_cli, smtp_se
     assert status["counts"]["accepted"] == 3 and status["counts"]["hard-bounced"] == 0
     listed = run_cli(workspace, "suppressions", "list")
     assert "ann@example.com" not in listed.output
+
+
+def test_thirty_recipients_spread_over_three_connections_from_the_start(
+    workspace, run_cli, smtp_server
+):
+    workspace.smtp(smtp_server, connections=3)
+    workspace.rows(make_rows(30))
+    smtp_server.delay = 0.05
+    result = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    per_connection = Counter(m.connection for m in smtp_server.messages)
+    assert len(per_connection) == 3 and min(per_connection.values()) >= 5, per_connection
+    first_three = {m.connection for m in smtp_server.messages[:3]}
+    assert len(first_three) == 3  # every connection carries one of the first messages
+
+
+def test_a_rerun_with_nobody_left_to_send_exits_1_while_someone_is_refused(
+    workspace, run_cli, smtp_server
+):
+    workspace.smtp(smtp_server)
+    workspace.rows(
+        [["Ok", "ok@example.com", "", "A-1", "1"], ["Gone", "fail-550@example.com", "", "A-2", "2"]]
+    )
+    assert run_cli(workspace, "send", "--incident", "42", "--yes").exit_code == 1
+    again = run_cli(workspace, "send", "--incident", "42", "--yes")
+    assert again.exit_code == 1, again.output
+    assert "Nothing to send now." in again.output
+    assert "row 3: fail-550@example.com: refused" in again.output
