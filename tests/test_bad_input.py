@@ -336,6 +336,20 @@ MANIFESTS = [
 ]  # fmt: skip
 
 TEMPLATES = [
+    Case("template reaching Python internals", CHECK, 3, "3 problem(s) stop the send; nothing "
+         "was sent. First: ann@example.com (data/affected.csv row 2): body.txt.j2 line 1: access "
+         "to attribute '__init__' of 'type' object is unsafe: templates cannot reach Python "
+         "internals; fix the template (and 2 more)",
+         {BODY: "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n"}),
+    Case("template including a file outside its folder", CHECK, 3, "3 problem(s) stop the "
+         "send; nothing was sent. First: ann@example.com (data/affected.csv row 2): body.txt.j2 "
+         "line 1: template '../../etc/passwd' not found in templates/apology/; a template may "
+         "include only templates of its own folder (and 2 more)",
+         {BODY: "{% include '../../etc/passwd' %}\n"}),
+    Case("template that runs away", CHECK, 3, "ann@example.com (data/affected.csv row 2): "
+         "body.txt.j2 line 1: the template asks range() for 1,000,000,000,000 items; it gives "
+         "10,000 at most; fix templates/apology",
+         {BODY: "{% for i in range(10**12) %}x{% endfor %}\n"}),
     Case("template syntax error", SEND, 3, "templates/apology/body.txt.j2 line 3: Encountered "
          "unknown tag 'endfor'.; fix the template",
          {BODY: "Dear {{ customer.name }},\n\n{% endfor %}\n"}),
@@ -367,6 +381,8 @@ TEMPLATES = [
 ]  # fmt: skip
 
 SETTINGS = [
+    Case("misspelt setting name", CHECK, 3, ".env line 5: NOTIFY_SMTP_HOTS is not a setting "
+         "(did you mean NOTIFY_SMTP_HOST?); fix the line", env={"smtp_hots": "relay.example.com"}),
     Case("port not a number", SEND, 3, "NOTIFY_SMTP_PORT='abc' must be a whole number from 1 to "
          "65535; fix .env", env={"smtp_port": "abc"}),
     Case("port out of range", CHECK, 3, "NOTIFY_SMTP_PORT='70000' must be a whole number from 1 "
