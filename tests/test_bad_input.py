@@ -381,6 +381,8 @@ TEMPLATES = [
 ]  # fmt: skip
 
 SETTINGS = [
+    Case("setting line with an unclosed quote", SEND, 3, '.env line 5: the value of NOTIFY_RATE '
+         'opens a quote (") that is never closed; fix the line', env={"rate": '"2'}),
     Case("misspelt setting name", CHECK, 3, ".env line 5: NOTIFY_SMTP_HOTS is not a setting "
          "(did you mean NOTIFY_SMTP_HOST?); fix the line", env={"smtp_hots": "relay.example.com"}),
     Case("port not a number", SEND, 3, "NOTIFY_SMTP_PORT='abc' must be a whole number from 1 to "
