@@ -700,7 +700,7 @@ def stage_startup(bench: Bench, workspace: Path) -> None:
 
 def stage_check(bench: Bench, workspace: Path, recipients: int, label: str = "check") -> bool:
     measured = run_measured(
-        notify_argv(workspace, "check"),
+        notify_argv(workspace, "check", "--offline"),
         cpus=bench.offline_cpus,
         env=base_env(),
         timeout=bench.budget(bench.args.stage_timeout),
