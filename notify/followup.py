@@ -24,12 +24,12 @@ from notify.bounces.parse import parse_bounce
 from notify.cleaning.addresses import normalise_address
 from notify.cleaning.clean import clean
 from notify.compose import Outgoing
-from notify.errors import LedgerError, RenderError
+from notify.errors import RenderError
 from notify.incident import Incident, fingerprints, load_incident
 from notify.ledger import Ledger, claims, inbox, store, transitions
 from notify.ledger.claims import Claim, Sender
 from notify.ledger.store import LedgerRecipient
-from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
+from notify.mailboxes import Unmatched, open_mailbox
 from notify.manifest import load_manifest
 from notify.messages.pool import RenderPool
 from notify.models import (
@@ -47,17 +47,8 @@ from notify.models import (
 from notify.pages import charts
 from notify.rendering import render, summarise_problems
 from notify.schedule import crontab_line, describe_schedule, systemd_units
-from notify.settings import Settings
 from notify.sources.load import load_sources
 from notify.workspace import Context
-
-
-@dataclass(frozen=True)
-class Unmatched:
-    """A bounce no recipient of the incident could be found for; left where it was."""
-
-    mail_id: str
-    reason: str
 
 
 @dataclass
@@ -88,9 +79,9 @@ def read_bounces(
     """Match every bounce in one mailbox to its recipient and record it once."""
     load_manifest(context.workspace, incident_id)
     settings = context.settings
-    ledger = _existing_ledger(context, incident_id)
+    ledger = context.sent_ledger(incident_id, so="no bounce can be matched")
     moment = now or schedule.utc_now()
-    with _open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
+    with open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
         run = BounceRun(box.where)
         matcher = Matcher(ledger, incident_id)
         attributed: list[str] = []
@@ -126,28 +117,6 @@ def read_bounces(
     return run
 
 
-def _open_mailbox(
-    settings: Settings, *, mbox: Path | None, maildir: Path | None, imap: bool
-) -> Mailbox:
-    if mbox is not None:
-        return open_mbox(mbox)
-    if maildir is not None:
-        return open_maildir(maildir)
-    assert imap, "the CLI asks for exactly one of --mbox, --maildir, --imap"
-    return open_imap(settings)
-
-
-def _existing_ledger(
-    context: Context, incident_id: str, *, so: str = "no bounce can be matched"
-) -> Ledger:
-    if not context.ledger_exists():
-        raise LedgerError(
-            f"nothing has been sent for incident {incident_id} from this workspace, so {so}; "
-            f"run notify send --incident {incident_id} first"
-        )
-    return context.ledger()
-
-
 @dataclass
 class ResendRun:
     """What a re-send run did, and when the next one is due."""
@@ -173,7 +142,7 @@ def resend(
     moment = now or schedule.utc_now()
     incident = load_incident(context, incident_id)
     settings = incident.settings
-    ledger = _existing_ledger(context, incident_id, so="there is nothing to re-send")
+    ledger = context.sent_ledger(incident_id, so="there is nothing to re-send")
     templates, data = fingerprints(incident)
     ledger.check_fingerprint(
         incident_id, templates=templates, data=data, accept_changes=accept_changes

@@ -25,11 +25,11 @@ from notify import schedule
 from notify.bounces.match import Matcher
 from notify.bounces.parse import parse_bounce
 from notify.cleaning.addresses import normalise_address
-from notify.errors import LedgerError, ReplyError
+from notify.errors import ReplyError
 from notify.ledger import Ledger, store
 from notify.ledger import inbox as recorded
 from notify.ledger.store import LedgerRecipient
-from notify.mailboxes import Mailbox, open_imap, open_maildir, open_mbox
+from notify.mailboxes import Unmatched, open_mailbox
 from notify.manifest import load_manifest
 from notify.models import BounceKind
 from notify.schedule import as_utc
@@ -54,14 +54,6 @@ class Reply:
     date: datetime | None  # the Date: header, when it parses
     tokens: tuple[str, ...]  # our Message-ID tokens it answers, nearest first
     excerpt: str
-
-
-@dataclass(frozen=True)
-class Unmatched:
-    """A reply no customer of the incident could be found for; left where it was."""
-
-    mail_id: str
-    reason: str
 
 
 @dataclass
@@ -91,10 +83,10 @@ def read_replies(
 ) -> ReplyRun:
     """Match every customer's reply in one mailbox to the customer and record it once."""
     load_manifest(context.workspace, incident_id)
-    ledger = _existing_ledger(context, incident_id)
+    ledger = context.sent_ledger(incident_id, so="no reply can be matched")
     moment = now or schedule.utc_now()
     settings = context.settings
-    with _open_mailbox(settings, mbox=mbox, maildir=maildir, imap=imap) as box:
+    with open_mailbox(reply_mailbox(settings), mbox=mbox, maildir=maildir, imap=imap) as box:
         run = ReplyRun(box.where)
         matcher = Matcher(ledger, incident_id)
         matched: list[str] = []
@@ -127,7 +119,7 @@ def mark_answered(
 ) -> tuple[int, int]:
     """Mark every reply from one customer answered: (replies found, newly answered)."""
     load_manifest(context.workspace, incident_id)
-    ledger = _existing_ledger(context, incident_id)
+    ledger = context.sent_ledger(incident_id, so="no reply can be matched")
     keys = recorded.keys_of(ledger, incident_id, address)
     checked = normalise_address(address)
     if not isinstance(checked, str):
@@ -159,26 +151,6 @@ def reply_mailbox(settings: Settings) -> Settings:
         imap_password=settings.reply_imap_password or settings.imap_password,
         imap_folder=settings.reply_imap_folder or settings.imap_folder,
     )
-
-
-def _open_mailbox(
-    settings: Settings, *, mbox: Path | None, maildir: Path | None, imap: bool
-) -> Mailbox:
-    if mbox is not None:
-        return open_mbox(mbox)
-    if maildir is not None:
-        return open_maildir(maildir)
-    assert imap, "the CLI asks for exactly one of --mbox, --maildir, --imap"
-    return open_imap(reply_mailbox(settings))
-
-
-def _existing_ledger(context: Context, incident_id: str) -> Ledger:
-    if not context.ledger_exists():
-        raise LedgerError(
-            f"nothing has been sent for incident {incident_id} from this workspace, so no "
-            f"reply can be matched; run notify send --incident {incident_id} first"
-        )
-    return context.ledger()
 
 
 def _customer(

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from notify.errors import WorkspaceError
+from notify.errors import LedgerError, WorkspaceError
 from notify.ledger import Ledger
 from notify.settings import Settings, load_settings, read_environment
 
@@ -99,6 +99,16 @@ class Context:
     @functools.cached_property
     def _ledger(self) -> Ledger:
         return Ledger.open(self.settings.ledger or self.workspace.default_ledger)
+
+    def sent_ledger(self, incident_id: str, *, so: str) -> Ledger:
+        """The ledger of a command that only makes sense after a send: one clear line,
+        ending with `so` (what cannot be done yet), when nothing was ever sent."""
+        if not self.ledger_exists():
+            raise LedgerError(
+                f"nothing has been sent for incident {incident_id} from this workspace, so "
+                f"{so}; run notify send --incident {incident_id} first"
+            )
+        return self.ledger()
 
     def ledger_exists(self) -> bool:
         """Whether anything was ever sent from here: reading commands say so instead of

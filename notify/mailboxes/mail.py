@@ -63,3 +63,11 @@ def modified_utf7(name: str) -> str:
 def _utf7(run: str) -> str:
     utf16 = base64.b64encode(run.encode("utf-16-be")).decode().rstrip("=")
     return "&" + utf16.replace("/", ",") + "-"
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """A message no recipient of the incident could be found for; left where it was."""
+
+    mail_id: str
+    reason: str
